@@ -1,0 +1,169 @@
+"""The connector protocols, their configuration base and their one error tree.
+
+    ConnectorError                 anything a vendor call can fail with
+     ├── RateLimited(retry_after)  429 or an equivalent quota answer; retry after the delay
+     ├── Transient                 5xx, timeouts, connection resets; retry with backoff
+     ├── AuthExpired               credentials revoked/expired; park and ask for re-auth
+     └── Rejected                  the vendor said no (4xx); retrying will not help
+
+Every connector maps vendor/HTTP failures into this tree at its boundary, so the
+sync layer decides retries from the type alone.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
+
+from core.models import (
+    BookingRecord,
+    BusyInterval,
+    ContactRecord,
+    ConversationLog,
+    CreatedEvent,
+    EventRequest,
+    Opportunity,
+    OutboundSMS,
+    SentSMS,
+)
+
+
+class ConnectorError(Exception):
+    """Base of every failure a connector reports."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimited(ConnectorError):
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class Transient(ConnectorError):
+    pass
+
+
+class AuthExpired(ConnectorError):
+    pass
+
+
+class Rejected(ConnectorError):
+    pass
+
+
+def error_for_status(status: int, message: str, *, retry_after: float | None = None) -> ConnectorError:
+    """The most specific ConnectorError for an HTTP status."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after)
+    if status in (401, 403):
+        return AuthExpired(message, status=status)
+    if status >= 500 or status == 408:
+        return Transient(message, status=status)
+    return Rejected(message, status=status)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+class SecretReferenceError(ValueError):
+    pass
+
+
+def resolve_secret_ref(value: Any) -> Any:
+    """Resolve `env:NAME` or `file:PATH`; refuse inline secrets.
+
+    Secrets never live in the tenants file: it is shared with agencies and
+    committed to repositories.
+    """
+    if isinstance(value, SecretStr):
+        return value
+    if not isinstance(value, str):
+        raise SecretReferenceError("expected a secret reference such as env:NAME or file:/path")
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise SecretReferenceError(f"environment variable {name} is not set; export it or point to a file with file:/path")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise SecretReferenceError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    raise SecretReferenceError("inline secrets are not allowed; write env:NAME or file:/path instead")
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret_ref)]
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's configuration model (one per connector module)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    base_url: str | None = None
+
+
+# --- protocols -------------------------------------------------------------------------
+
+@runtime_checkable
+class Connector(Protocol):
+    config_model: ClassVar[type[ConnectorConfig]]
+    role: ClassVar[str]  # "sms" | "crm" | "calendar"
+
+
+@runtime_checkable
+class SMSProvider(Protocol):
+    def send(self, message: OutboundSMS) -> SentSMS:
+        """Send one SMS; return the provider's id and initial status."""
+        ...
+
+    def auth_token_for_signatures(self) -> str:
+        """The secret the provider signs its webhooks with."""
+        ...
+
+
+@runtime_checkable
+class CRMConnector(Protocol):
+    def upsert_contact(self, contact: ContactRecord, *, existing_id: str | None = None) -> str:
+        """Find (by phone) or create the contact; return its CRM id."""
+        ...
+
+    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None) -> str:
+        """Create or update the transcript record on the contact; return its id."""
+        ...
+
+    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None) -> str:
+        """Create or update the deal/matter for a qualified lead; return its id."""
+        ...
+
+    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None) -> str:
+        """Create or update the meeting for a booked appointment; return its id."""
+        ...
+
+
+@runtime_checkable
+class CalendarConnector(Protocol):
+    def free_busy(self, *, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[BusyInterval]]:
+        """Busy intervals per calendar id between start and end (live, never cached)."""
+        ...
+
+    def create_event(self, event: EventRequest) -> CreatedEvent:
+        """Create the event; creating the same `event.key` twice yields one event."""
+        ...

@@ -1,0 +1,1 @@
+"""The textback domain: no web framework, no vendor SDK, no job queue."""

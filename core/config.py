@@ -1,0 +1,270 @@
+"""App settings (environment) and the tenants file (YAML, validated, errors as file:line)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.yaml_lines import LocatedYAML, load_located
+
+
+class Settings(BaseSettings):
+    """Process settings, read from TEXTBACK_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTBACK_", extra="ignore")
+
+    database_url: str = "sqlite:///textback.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    public_url: str = Field("http://127.0.0.1:8000", description="Base URL Twilio calls; signatures are computed over it")
+    config: Path = Path("tenants.yaml")
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+# --- tenants -----------------------------------------------------------------------------
+
+class Vertical(str, enum.Enum):
+    law = "law"
+    medical = "medical"
+    home_services = "home_services"
+    real_estate = "real_estate"
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+
+
+def to_e164(value: str, *, region: str = "US") -> str:
+    """Normalise a phone number to E.164 or raise ValueError with the fix."""
+    try:
+        parsed = phonenumbers.parse(str(value), region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"{value!r} is not a phone number; write it in E.164 form such as +15551234567") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(f"{value!r} is not a possible phone number; write it in E.164 form such as +15551234567")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpeningHours(_Strict):
+    """Per weekday: "09:00-17:00", a list of such ranges, or "closed"."""
+
+    days: dict[str, list[tuple[time, time]]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "days" in raw:
+            return raw
+        if not isinstance(raw, dict):
+            raise ValueError("hours must map weekdays (mon..sun) to \"09:00-17:00\" or \"closed\"")
+        days: dict[str, list[tuple[time, time]]] = {day: [] for day in WEEKDAYS}
+        for day, spec in raw.items():
+            key = str(day).lower()[:3]
+            if key not in WEEKDAYS:
+                raise ValueError(f"unknown weekday {day!r}; use mon, tue, wed, thu, fri, sat, sun")
+            ranges = spec if isinstance(spec, list) else [spec]
+            for item in ranges:
+                if item in (None, False, "closed"):
+                    continue
+                days[key].append(_parse_range(str(item)))
+        return {"days": days}
+
+    def ranges(self, weekday: int) -> list[tuple[time, time]]:
+        return self.days.get(WEEKDAYS[weekday], [])
+
+
+def _parse_range(text: str) -> tuple[time, time]:
+    match = _HOURS.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an hours range; write it as \"09:00-17:00\"")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError(f"{text!r} has an impossible time; hours are 00-23, minutes 00-59")
+    start, end = time(h1, m1), time(23, 59) if h2 == 24 else time(h2, m2)
+    if end <= start:
+        raise ValueError(f"{text!r} closes before it opens; write the earlier time first")
+    return start, end
+
+
+class MissedCallSettings(_Strict):
+    mode: Literal["dial", "forwarded"] = "dial"
+    ring_seconds: int = Field(18, ge=5, le=60, description="Over ~20 s the staff phone's voicemail answers")
+    delay_seconds: int = Field(0, ge=0, le=900)
+    cooldown_hours: float = Field(24, ge=0)
+
+
+class BookingSettings(_Strict):
+    duration_minutes: int = Field(30, ge=5, le=480)
+    buffer_minutes: int = Field(0, ge=0, le=240)
+    min_notice_minutes: int = Field(60, ge=0)
+    horizon_days: int = Field(7, ge=1, le=60)
+    slots_offered: int = Field(3, ge=2, le=3)
+    step_minutes: int = Field(30, ge=5, le=240)
+    location: str | None = None
+
+
+class Tenant(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,62}$")
+    name: str = Field(min_length=1, max_length=80)
+    vertical: Vertical
+    timezone: str
+    phone_numbers: list[str] = Field(min_length=1)
+    forward_to: list[str] = []
+    missed_call: MissedCallSettings = MissedCallSettings()
+    hours: OpeningHours
+    booking: BookingSettings = BookingSettings()
+    contact: str | None = Field(None, description="How a caller reaches a person, used in HELP and handoff texts")
+    connectors: dict[Literal["sms", "crm", "calendar"], Any] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as America/New_York") from exc
+        return value
+
+    @field_validator("phone_numbers", "forward_to")
+    @classmethod
+    def _numbers(cls, values: list[str]) -> list[str]:
+        return [to_e164(v) for v in values]
+
+    @model_validator(mode="after")
+    def _dial_needs_staff(self) -> "Tenant":
+        if self.missed_call.mode == "dial" and not self.forward_to:
+            raise ValueError("missed_call.mode is dial but forward_to is empty; list the staff numbers to ring, "
+                             "or set mode: forwarded")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class TenantsFile(_Strict):
+    tenants: list[Tenant] = Field(min_length=1)
+
+
+class ConfigProblem(BaseModel):
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The tenants file is invalid; `problems` says where and how to fix each issue."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class TenantDirectory:
+    """Validated tenants, found by id or by the number a call or text came to."""
+
+    def __init__(self, tenants: list[Tenant], *, source: Path | None = None) -> None:
+        self.tenants = tenants
+        self.source = source
+        self._by_id = {t.id: t for t in tenants}
+        self._by_number = {n: t for t in tenants for n in t.phone_numbers}
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        return self._by_id.get(tenant_id)
+
+    def by_number(self, number: str) -> Tenant | None:
+        try:
+            return self._by_number.get(to_e164(number))
+        except ValueError:
+            return None
+
+    def __iter__(self):
+        return iter(self.tenants)
+
+
+# validate_connector(role, raw mapping) -> a validated connector config model; raises
+# ValidationError (pydantic) or ValueError. Supplied by connectors.registry.
+ConnectorValidator = Callable[[str, Any], BaseModel]
+
+
+def load_tenants(path: Path, *, validate_connector: ConnectorValidator | None = None) -> TenantDirectory:
+    path = Path(path)
+    try:
+        located = load_located(path)
+    except FileNotFoundError as exc:
+        raise ConfigError([ConfigProblem(file=str(path), line=1, message="file not found; set TEXTBACK_CONFIG "
+                                         "to your tenants file")]) from exc
+    except Exception as exc:  # yaml.YAMLError carries its own position
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([ConfigProblem(file=str(path), line=line, message=f"not valid YAML: "
+                                         f"{getattr(exc, 'problem', exc)}")]) from exc
+    try:
+        parsed = TenantsFile.model_validate(located.data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(located, exc, prefix=())) from exc
+    problems: list[ConfigProblem] = []
+    seen: dict[str, int] = {}
+    for i, tenant in enumerate(parsed.tenants):
+        if tenant.id in seen:
+            problems.append(_problem(located, ("tenants", i, "id"), f"tenant id {tenant.id!r} is used twice; ids must be unique"))
+        seen[tenant.id] = i
+        for j, number in enumerate(tenant.phone_numbers):
+            owner = next((t for t in parsed.tenants[:i] if number in t.phone_numbers), None)
+            if owner:
+                problems.append(_problem(located, ("tenants", i, "phone_numbers", j),
+                                         f"{number} already belongs to tenant {owner.id!r}; a number identifies one tenant"))
+        if validate_connector is not None:
+            for role, raw in list(tenant.connectors.items()):
+                loc = ("tenants", i, "connectors", role)
+                try:
+                    tenant.connectors[role] = validate_connector(role, raw)
+                except ValidationError as exc:
+                    problems.extend(_problems(located, exc, prefix=loc))
+                except ValueError as exc:
+                    problems.append(_problem(located, loc, str(exc)))
+    if problems:
+        raise ConfigError(problems)
+    return TenantDirectory(parsed.tenants, source=path)
+
+
+def _problem(located: LocatedYAML, loc: tuple, message: str) -> ConfigProblem:
+    return ConfigProblem(file=str(located.path), line=located.line_of(loc), message=message)
+
+
+def _problems(located: LocatedYAML, exc: ValidationError, *, prefix: tuple) -> list[ConfigProblem]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"function-after", "function-before"}))
+        where = ".".join(str(p) for p in loc)
+        out.append(_problem(located, loc, f"{where}: {_explain(err)}"))
+    return out
+
+
+def _explain(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if kind == "missing":
+        return "is required; add it"
+    if kind == "extra_forbidden":
+        return "is not a known setting; remove it or check its spelling"
+    return msg

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 tables, sessions, repositories and Alembic migrations."""
