@@ -17,7 +17,7 @@ class ServedApp:
     def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off")
         )
@@ -51,7 +51,7 @@ def serve(app, *, port: int = 0) -> Iterator[ServedApp]:
         served.stop()
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

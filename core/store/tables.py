@@ -147,7 +147,7 @@ class OutboxRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)  # pending | done | failed | dead | parked
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None]  # a worker is running it until then; others keep off
     enqueued_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]

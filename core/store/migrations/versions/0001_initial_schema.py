@@ -54,7 +54,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('available_at', core.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('claimed_until', core.store.tables.UTCDateTime(timezone=True), nullable=True),
     sa.Column('enqueued_at', core.store.tables.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', core.store.tables.UTCDateTime(timezone=True), nullable=False),
     sa.Column('done_at', core.store.tables.UTCDateTime(timezone=True), nullable=True),

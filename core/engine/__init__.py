@@ -1,0 +1,1 @@
+"""The conversation: keywords first, then one playbook step per inbound message."""

@@ -1,0 +1,131 @@
+"""Inbound texts and delivery reports.
+
+Order for an inbound text: dedupe on the provider's MessageSid, record it, then
+carrier keywords (STOP family, HELP, START), then one playbook step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import Tenant, to_e164
+from core.engine.conversation import Action, Phase, State, advance
+from core.engine.keywords import Keyword, keyword
+from core.engine.playbook import load_playbook
+from core.outbox import Kind, Pending, log_conversation_later
+from core.store.repo import add_outbound, lead_for, open_conversation, opt_out
+from core.store.tables import Conversation, Lead, Message
+from core.textback import start_conversation
+
+# Twilio error codes that mean the recipient opted out at the carrier/provider.
+OPTED_OUT_ERRORS = frozenset({21610})
+
+# Delivery reports can arrive out of order; a status never moves backwards.
+_STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
+                "delivered": 3, "undelivered": 3, "failed": 3, "read": 4}
+
+
+class InvalidInput(ValueError):
+    """The request names something that cannot be right (answered 4xx by the web edge)."""
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    duplicate: bool = False
+    keyword: str | None = None
+    conversation_id: int | None = None
+
+
+def inbound_sms(
+    session: Session, *, tenant: Tenant, message_sid: str, caller: str, called: str, body: str,
+    now: datetime, pending: Pending,
+) -> InboundOutcome:
+    if session.scalar(select(Message.id).where(Message.provider_sid == message_sid)) is not None:
+        return InboundOutcome(duplicate=True)
+    try:
+        phone = to_e164(caller)
+    except ValueError as exc:
+        raise InvalidInput(f"From is not a phone number: {caller!r}") from exc
+    lead = lead_for(session, tenant_id=tenant.id, phone=phone)
+    conversation = open_conversation(session, lead_id=lead.id)
+    session.add(Message(
+        tenant_id=tenant.id, conversation_id=conversation.id if conversation else None, lead_id=lead.id,
+        business_number=called, direction="inbound", body=body, provider_sid=message_sid, status="received",
+    ))
+    word = keyword(body)
+    if word is Keyword.stop:
+        opt_out(session, lead, source="sms_keyword", now=now)
+        if conversation is not None:
+            log_conversation_later(session, conversation, pending)
+        return InboundOutcome(keyword=word.value)
+    if word is Keyword.start and lead.opted_out_at is not None:
+        lead.opted_out_at, lead.opt_out_source = None, None
+        return InboundOutcome(keyword=word.value)
+    if lead.opted_out_at is not None:
+        return InboundOutcome()  # opted out: record what they said, answer nothing
+    if word is Keyword.help:
+        _reply_help(session, tenant=tenant, lead=lead, called=called, conversation=conversation, pending=pending)
+        return InboundOutcome(keyword=word.value)
+    if conversation is None:
+        conversation = start_conversation(session, tenant=tenant, lead_id=lead.id, business_number=called,
+                                          call_id=None, pending=pending)
+        return InboundOutcome(conversation_id=conversation.id)
+    _step(session, tenant=tenant, conversation=conversation, body=body, pending=pending)
+    return InboundOutcome(conversation_id=conversation.id)
+
+
+def _step(session: Session, *, tenant: Tenant, conversation: Conversation, body: str, pending: Pending) -> None:
+    playbook = load_playbook(conversation.playbook)
+    state = State(phase=Phase(conversation.state), step=conversation.step, answers=dict(conversation.answers),
+                  offered=list(conversation.offered_slots))
+    turn = advance(playbook, state, body, business=tenant.name)
+    conversation.state = turn.state.phase.value
+    conversation.step = turn.state.step
+    conversation.answers = dict(turn.state.answers)
+    conversation.offered_slots = list(turn.state.offered)
+    for text in turn.replies:
+        message = add_outbound(session, conversation=conversation, body=text)
+        pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
+                    payload={"message_id": message.id})
+    if turn.action is Action.offer_slots:
+        pending.add(session, tenant_id=tenant.id, kind=Kind.offer_slots,
+                    key=f"offer:{conversation.id}:{len(conversation.answers)}", payload={"conversation_id": conversation.id})
+    elif turn.action is Action.book_slot:
+        slot = turn.state.offered[turn.choice]
+        pending.add(session, tenant_id=tenant.id, kind=Kind.book_slot,
+                    key=f"book:{conversation.id}:{slot['start']}:{slot['calendar_id']}",
+                    payload={"conversation_id": conversation.id, "slot": slot})
+    if turn.state.phase is Phase.handoff:
+        log_conversation_later(session, conversation, pending)
+
+
+def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, conversation: Conversation | None,
+                pending: Pending) -> None:
+    playbook = load_playbook(conversation.playbook if conversation else tenant.vertical.value)
+    text = playbook.help.format(business=tenant.name, contact=tenant.contact or called)
+    message = Message(tenant_id=tenant.id, conversation_id=conversation.id if conversation else None, lead_id=lead.id,
+                      business_number=called, direction="outbound", body=text, status="queued")
+    session.add(message)
+    session.flush()
+    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
+                payload={"message_id": message.id})
+
+
+def delivery_status(
+    session: Session, *, message_sid: str, status: str, error_code: int | None, now: datetime,
+) -> bool:
+    """Apply a provider delivery report; False when the message is not ours (ignored)."""
+    message = session.scalar(select(Message).where(Message.provider_sid == message_sid))
+    if message is None:
+        return False
+    if _STATUS_RANK.get(status, 0) >= _STATUS_RANK.get(message.status, 0):
+        message.status = status
+    message.error_code = error_code or message.error_code
+    if error_code in OPTED_OUT_ERRORS:
+        lead = session.get(Lead, message.lead_id)
+        opt_out(session, lead, source=f"carrier_{error_code}", now=now)
+    return True

@@ -1,0 +1,57 @@
+"""Durable intents, written in the same transaction as the change that causes them.
+
+The outbox table is the truth; the job queue is only the transport. After the
+transaction commits, the caller hands the new ids to a Dispatcher; if the
+process dies first, the relay (sync/relay.py) finds the rows and enqueues them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.store.tables import Conversation, Message, OutboxRow
+
+
+class Kind(str, enum.Enum):
+    send_sms = "send_sms"
+    crm_sync_lead = "crm_sync_lead"
+    crm_log_conversation = "crm_log_conversation"
+    crm_upsert_opportunity = "crm_upsert_opportunity"
+    crm_record_booking = "crm_record_booking"
+    offer_slots = "offer_slots"
+    book_slot = "book_slot"
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, outbox_ids: list[int]) -> None:
+        """Hand committed outbox rows to the job queue."""
+        ...
+
+
+class Pending:
+    """Collects the outbox rows one transaction writes, to dispatch after commit."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any]) -> OutboxRow:
+        """Write the intent once per `key`; a second call with the same key returns the first row."""
+        existing = session.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == key))
+        if existing is not None:
+            return existing
+        row = OutboxRow(tenant_id=tenant_id, kind=kind.value, payload=payload, idempotency_key=key)
+        session.add(row)
+        session.flush()
+        self.ids.append(row.id)
+        return row
+
+
+def log_conversation_later(session: Session, conversation: Conversation, pending: Pending) -> None:
+    """Ask for the transcript to be pushed to the CRM as it stands now (keyed by length, so it is pushed once)."""
+    count = session.query(Message).filter(Message.conversation_id == conversation.id).count()
+    pending.add(session, tenant_id=conversation.tenant_id, kind=Kind.crm_log_conversation,
+                key=f"crm-log:{conversation.id}:{count}", payload={"conversation_id": conversation.id})

@@ -1,0 +1,91 @@
+"""Small queries shared by the core services and the sync handlers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.engine.conversation import OPEN_PHASES
+from core.store.tables import Conversation, ExternalId, Lead, Message
+
+
+def lead_for(session: Session, *, tenant_id: str, phone: str) -> Lead:
+    lead = session.scalar(select(Lead).where(Lead.tenant_id == tenant_id, Lead.phone == phone))
+    if lead is None:
+        lead = Lead(tenant_id=tenant_id, phone=phone)
+        session.add(lead)
+        session.flush()
+    return lead
+
+
+def open_conversation(session: Session, *, lead_id: int) -> Conversation | None:
+    return session.scalar(
+        select(Conversation)
+        .where(Conversation.lead_id == lead_id, Conversation.state.in_([p.value for p in OPEN_PHASES]))
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+
+
+def add_outbound(session: Session, *, conversation: Conversation, body: str) -> Message:
+    message = Message(
+        tenant_id=conversation.tenant_id,
+        conversation_id=conversation.id,
+        lead_id=conversation.lead_id,
+        business_number=conversation.business_number,
+        direction="outbound",
+        body=body,
+        status="queued",
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def transcript(session: Session, *, conversation_id: int) -> list[Message]:
+    return list(session.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)))
+
+
+def external_id(session: Session, *, tenant_id: str, connector: str, local_kind: str, local_id: int) -> str | None:
+    return session.scalar(
+        select(ExternalId.external_id).where(
+            ExternalId.tenant_id == tenant_id,
+            ExternalId.connector == connector,
+            ExternalId.local_kind == local_kind,
+            ExternalId.local_id == local_id,
+        )
+    )
+
+
+def remember_external_id(
+    session: Session, *, tenant_id: str, connector: str, local_kind: str, local_id: int, external_id: str
+) -> None:
+    row = session.scalar(
+        select(ExternalId).where(
+            ExternalId.tenant_id == tenant_id,
+            ExternalId.connector == connector,
+            ExternalId.local_kind == local_kind,
+            ExternalId.local_id == local_id,
+        )
+    )
+    if row is None:
+        session.add(ExternalId(tenant_id=tenant_id, connector=connector, local_kind=local_kind,
+                               local_id=local_id, external_id=external_id))
+    else:
+        row.external_id = external_id
+
+
+def opt_out(session: Session, lead: Lead, *, source: str, now: datetime) -> None:
+    """Opt the lead out, close its conversations and suppress anything still queued to it."""
+    if lead.opted_out_at is None:
+        lead.opted_out_at = now
+        lead.opt_out_source = source
+    for conversation in session.scalars(select(Conversation).where(
+            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
+        conversation.state = "opted_out"
+        conversation.closed_at = now
+    for message in session.scalars(select(Message).where(
+            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
+        message.status = "suppressed"

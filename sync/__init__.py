@@ -1,0 +1,1 @@
+"""Jobs: outbox execution on Dramatiq, the relay, retries and the connectors' runtime."""

@@ -1,0 +1,68 @@
+"""Dramatiq actors. Thin: take an id, call sync.execute, let the declared retries do the rest."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from connectors.base import RateLimited
+from sync.execute import execute, mark_dead
+from sync.runtime import Runtime
+
+if dramatiq.broker.global_broker is None:
+    # Actors must be declared on some broker at import; bind() moves them to the real one.
+    dramatiq.set_broker(StubBroker())
+
+_runtime: Runtime | None = None
+
+
+def configure(runtime: Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("sync.actors.configure(runtime) was not called in this process")
+    return _runtime
+
+
+@dramatiq.actor(queue_name="outbox")
+def outbox_exhausted(message_data: dict, retry_info: dict) -> None:
+    """Retries exhausted: the row becomes a visible dead letter (replay with `textback outbox replay`)."""
+    mark_dead(current_runtime(), message_data["args"][0], f"gave up after {retry_info.get('retries')} retries")
+
+
+@dramatiq.actor(queue_name="outbox", max_retries=10, min_backoff=1_000, max_backoff=600_000,
+                on_retry_exhausted=outbox_exhausted.actor_name)
+def run_outbox(outbox_id: int) -> None:
+    try:
+        execute(current_runtime(), outbox_id)
+    except RateLimited as exc:
+        delay_ms = int((exc.retry_after if exc.retry_after is not None else 1.0) * 1000)
+        raise dramatiq.Retry(str(exc), delay=max(delay_ms, 100)) from exc
+
+
+ACTORS = (run_outbox, outbox_exhausted)
+
+
+def bind(broker: dramatiq.Broker) -> None:
+    """Make `broker` carry our actors (the process-wide broker is chosen at run time, not import time)."""
+    dramatiq.set_broker(broker)
+    for actor in ACTORS:
+        actor.broker = broker
+        broker.declare_actor(actor)
+
+
+class DramatiqDispatcher:
+    """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def dispatch(self, outbox_ids: list[int]) -> None:
+        from sync.relay import mark_enqueued
+
+        for outbox_id in outbox_ids:
+            run_outbox.send(outbox_id)
+        mark_enqueued(self.runtime, outbox_ids)

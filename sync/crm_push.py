@@ -1,0 +1,106 @@
+"""Push leads, transcripts, qualified opportunities and bookings to the tenant's CRM.
+
+Every write goes through the external-id map, so a replayed job updates the
+record it created instead of creating another.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.config import Tenant
+from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
+from core.outbox import Pending
+from core.store.repo import external_id, remember_external_id, transcript
+from core.store.tables import Booking, Conversation, Lead
+from sync.runtime import Runtime
+
+
+def sync_lead(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
+    if runtime.connector(tenant, "crm") is not None:
+        ensure_contact(runtime, tenant, payload["lead_id"])
+
+
+def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int) -> str:
+    crm, kind = runtime.connector(tenant, "crm"), tenant.connectors["crm"].type
+    with runtime.db.transaction() as session:
+        lead = session.get(Lead, lead_id)
+        contact = ContactRecord(phone=lead.phone, first_name=lead.first_name, last_name=lead.last_name)
+        known = external_id(session, tenant_id=tenant.id, connector=kind, local_kind="lead", local_id=lead_id)
+    contact_id = crm.upsert_contact(contact, existing_id=known)
+    with runtime.db.transaction() as session:
+        remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind="lead", local_id=lead_id,
+                             external_id=contact_id)
+    return contact_id
+
+
+def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
+    crm = runtime.connector(tenant, "crm")
+    if crm is None:
+        return
+    conversation_id = payload["conversation_id"]
+    with runtime.db.transaction() as session:
+        conversation = session.get(Conversation, conversation_id)
+        lines = [TranscriptLine(at=m.created_at, direction=Direction(m.direction), body=m.body)
+                 for m in transcript(session, conversation_id=conversation_id) if m.status != "suppressed"]
+        log = ConversationLog(
+            title=f"textback conversation with {_phone(session, conversation)} ({tenant.name})",
+            summary=f"Outcome: {conversation.outcome or conversation.state}",
+            answers={k: str(v) for k, v in conversation.answers.items()},
+            lines=lines,
+        )
+        lead_id = conversation.lead_id
+    contact_id = ensure_contact(runtime, tenant, lead_id)
+    _upsert(runtime, tenant, "conversation_log", conversation_id,
+            lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing))
+
+
+def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
+    crm = runtime.connector(tenant, "crm")
+    if crm is None:
+        return
+    conversation_id = payload["conversation_id"]
+    with runtime.db.transaction() as session:
+        conversation = session.get(Conversation, conversation_id)
+        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items())
+        opportunity = Opportunity(name=f"{_phone(session, conversation)}: {answers or 'missed call'}",
+                                  stage=conversation.outcome or "qualified",
+                                  description=f"Qualified by textback for {tenant.name}. {answers}")
+        lead_id = conversation.lead_id
+    contact_id = ensure_contact(runtime, tenant, lead_id)
+    _upsert(runtime, tenant, "opportunity", conversation_id,
+            lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
+                                                    existing_id=existing))
+
+
+def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
+    crm = runtime.connector(tenant, "crm")
+    if crm is None:
+        return
+    booking_id = payload["booking_id"]
+    with runtime.db.transaction() as session:
+        booking = session.get(Booking, booking_id)
+        conversation = session.get(Conversation, booking.conversation_id)
+        record = BookingRecord(
+            title=f"{tenant.name}: appointment with {_phone(session, conversation)}",
+            start=booking.start_at, end=booking.end_at,
+            description="Booked by textback. " + ", ".join(f"{k}: {v}" for k, v in conversation.answers.items()),
+        )
+        lead_id = booking.lead_id
+    contact_id = ensure_contact(runtime, tenant, lead_id)
+    _upsert(runtime, tenant, "booking", booking_id,
+            lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing))
+
+
+def _upsert(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, write) -> None:
+    kind = tenant.connectors["crm"].type
+    with runtime.db.transaction() as session:
+        known = external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind, local_id=local_id)
+    new_id = write(known)
+    with runtime.db.transaction() as session:
+        remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
+                             local_id=local_id, external_id=new_id)
+
+
+def _phone(session, conversation: Conversation) -> str:
+    return session.scalar(select(Lead.phone).where(Lead.id == conversation.lead_id))

@@ -1,0 +1,63 @@
+"""Everything a web process or a worker needs, built once from Settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel
+
+from connectors import registry
+from core.config import Settings, Tenant, TenantDirectory, load_tenants
+from core.outbox import Dispatcher
+from core.store.db import Database
+
+ConnectorFactory = Callable[[BaseModel], Any]
+
+
+class Runtime:
+    """Settings, database, tenants, connectors and the dispatcher, shared by web and worker code."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        tenants: TenantDirectory,
+        dispatcher: Dispatcher | None = None,
+        connector_factory: ConnectorFactory = registry.build,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.tenants = tenants
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self._factory = connector_factory
+        self._connectors: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> "Runtime":
+        tenants = load_tenants(settings.config, validate_connector=registry.validate_connector)
+        return cls(settings=settings, db=Database(settings.database_url), tenants=tenants, **kwargs)
+
+    def connector(self, tenant: Tenant, role: str) -> Any | None:
+        """The tenant's connector for `role` ("sms", "crm", "calendar"), or None when not enabled."""
+        config = tenant.connectors.get(role)
+        if config is None:
+            return None
+        key = (tenant.id, role)
+        with self._lock:
+            if key not in self._connectors:
+                self._connectors[key] = self._factory(config)
+            return self._connectors[key]
+
+    def dispatch(self, outbox_ids: list[int]) -> None:
+        if outbox_ids and self.dispatcher is not None:
+            self.dispatcher.dispatch(outbox_ids)
+
+    def now(self) -> datetime:
+        return self.clock()

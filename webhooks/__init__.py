@@ -1,0 +1,1 @@
+"""The web edge: FastAPI routes (verify, parse, hand off, answer) and the `textback` CLI."""

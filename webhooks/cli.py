@@ -1,0 +1,185 @@
+"""The `textback` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.config import ConfigError, Settings, load_tenants
+
+app = typer.Typer(help="textback: missed-call text-back, qualification and booking.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+config_app = typer.Typer(help="The tenants file.", no_args_is_help=True)
+outbox_app = typer.Typer(help="Durable jobs: inspect and replay.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+app.add_typer(outbox_app, name="outbox")
+
+
+def _runtime(settings: Settings, **kwargs):
+    from connectors.registry import validate_connector  # noqa: F401  (connectors load via entry points)
+    from sync.runtime import Runtime
+
+    try:
+        return Runtime.from_settings(settings, **kwargs)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+
+
+def _require_schema(runtime) -> None:
+    from core.store.migrate import pending
+
+    if pending(runtime.db.engine):
+        typer.echo(f"the database at {runtime.settings.database_url} is not at the newest schema; "
+                   "run `textback db upgrade` first", err=True)
+        raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest revision (run before serve/worker; safe to repeat)."""
+    from core.store.db import Database
+    from core.store.migrate import upgrade
+
+    settings = Settings()
+    upgrade(Database(settings.database_url).engine)
+    typer.echo(f"database at {settings.database_url} is at the newest schema")
+
+
+@config_app.command("check")
+def config_check(path: Optional[Path] = typer.Argument(None, help="tenants YAML (default: TEXTBACK_CONFIG)")) -> None:
+    """Validate a tenants file and print what is enabled per tenant."""
+    from connectors.registry import validate_connector
+
+    path = path or Settings().config
+    try:
+        tenants = load_tenants(path, validate_connector=validate_connector)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
+        raise typer.Exit(1) from exc
+    for tenant in tenants:
+        typer.echo(f"{tenant.id}: {tenant.name} ({tenant.vertical.value}, {tenant.timezone})")
+        typer.echo(f"  numbers: {', '.join(tenant.phone_numbers)}; missed calls: {tenant.missed_call.mode}"
+                   + (f", ringing {', '.join(tenant.forward_to)} for {tenant.missed_call.ring_seconds}s"
+                      if tenant.missed_call.mode == "dial" else ""))
+        for role in ("sms", "crm", "calendar"):
+            config = tenant.connectors.get(role)
+            typer.echo(f"  {role:<9}{config.type + ' at ' + (config.base_url or 'default URL') if config else 'not enabled'}")
+    typer.echo(f"{path}: OK, {len(tenants.tenants)} tenant(s)")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the web app (Twilio webhooks); pair it with `textback worker`."""
+    import uvicorn
+
+    from sync import actors
+    from sync.broker import make_broker
+    from webhooks.app import create_app
+
+    settings = Settings()
+    actors.bind(make_broker(settings.redis_url))
+    runtime = _runtime(settings)
+    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+    _require_schema(runtime)
+    uvicorn.run(create_app(runtime), host=host, port=port, proxy_headers=True)
+
+
+@app.command()
+def worker(threads: int = typer.Option(8, help="worker threads in this process"),
+           relay_interval: float = typer.Option(30.0, help="seconds between outbox relay passes")) -> None:
+    """Run a Dramatiq worker for the outbox against TEXTBACK_REDIS_URL, plus the outbox relay."""
+    import dramatiq
+
+    from sync import actors
+    from sync.broker import make_broker
+    from sync.relay import RelayThread
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    broker = make_broker(settings.redis_url)
+    actors.bind(broker)
+    runtime = _runtime(settings)
+    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+    _require_schema(runtime)
+    actors.configure(runtime)
+    worker = dramatiq.Worker(broker, worker_threads=threads)
+    relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    relay.start()
+    typer.echo(f"worker running ({threads} threads) on {settings.redis_url}; Ctrl-C to stop")
+    stop.wait()
+    relay.stop()
+    worker.stop()
+
+
+@outbox_app.command("list")
+def outbox_list(status: str = typer.Option("dead", help="pending | done | failed | dead | parked")) -> None:
+    """List outbox rows in a status (dead letters by default)."""
+    from sqlalchemy import select
+
+    from core.store.db import Database
+    from core.store.tables import OutboxRow
+
+    db = Database(Settings().database_url)
+    with db.transaction() as session:
+        rows = session.scalars(select(OutboxRow).where(OutboxRow.status == status).order_by(OutboxRow.id)).all()
+        for row in rows:
+            typer.echo(f"{row.id}\t{row.tenant_id}\t{row.kind}\tattempts={row.attempts}\t{row.last_error or ''}")
+    typer.echo(f"{len(rows)} {status} row(s)")
+
+
+@outbox_app.command("replay")
+def outbox_replay(status: str = typer.Option("dead", help="replay rows in this status (dead, failed or parked)")) -> None:
+    """Put dead/failed/parked rows back to pending; the next relay pass (or worker start) enqueues them."""
+    from sqlalchemy import update
+
+    from core.store.db import Database
+    from core.store.tables import OutboxRow
+
+    if status not in {"dead", "failed", "parked"}:
+        raise typer.BadParameter("only dead, failed or parked rows can be replayed")
+    db = Database(Settings().database_url)
+    with db.transaction() as session:
+        count = session.execute(update(OutboxRow).where(OutboxRow.status == status).values(
+            status="pending", attempts=0, enqueued_at=None, claimed_until=None)).rowcount
+    typer.echo(f"{count} row(s) set back to pending")
+
+
+@app.command()
+def sandbox(host: str = "127.0.0.1", port: int = typer.Option(8900, help="first port; vendors take consecutive ones")) -> None:
+    """Serve the vendor emulators (Twilio, HubSpot, Google Calendar) standalone until Ctrl-C."""
+    from sandbox.stack import SandboxStack
+
+    with SandboxStack.start(first_port=port) as stack:
+        for line in stack.describe():
+            typer.echo(line)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+
+
+@app.command()
+def demo(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Play a missed call end to end against the sandbox and print the story (exit 0 only if it booked)."""
+    from webhooks.demo import run_demo
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    sys.exit(run_demo(echo=typer.echo))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,52 @@
+"""Find the tenant a Twilio request is for and verify its X-Twilio-Signature.
+
+The signature covers TEXTBACK_PUBLIC_URL + path + query (what Twilio was told to
+call) and the form parameters, keyed with the tenant's auth token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from twilio.request_validator import RequestValidator
+
+from core.config import Tenant
+from sync.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    tenant: Tenant
+    form: dict[str, str]
+
+
+async def verified_twilio_request(request: Request) -> VerifiedRequest:
+    runtime: Runtime = request.app.state.runtime
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        raise HTTPException(415, "Twilio webhooks are form-encoded (application/x-www-form-urlencoded)")
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    called = form.get("To")
+    if not called:
+        raise HTTPException(400, "missing To: cannot tell which business this request is for")
+    tenant = runtime.tenants.by_number(called)
+    if tenant is None:
+        raise HTTPException(404, f"no tenant owns the number {called}; add it to a tenant's phone_numbers")
+    sms = runtime.connector(tenant, "sms")
+    if sms is None:
+        raise HTTPException(404, f"tenant {tenant.id} has no sms connector configured")
+    url = runtime.settings.public_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(sms.auth_token_for_signatures()).validate(url, form, signature):
+        raise HTTPException(403, "invalid or missing X-Twilio-Signature")
+    return VerifiedRequest(tenant=tenant, form=form)
+
+
+def require(form: dict[str, str], *names: str) -> list[str]:
+    missing = [n for n in names if not form.get(n)]
+    if missing:
+        raise HTTPException(400, f"missing form field(s): {', '.join(missing)}")
+    return [form[n] for n in names]
