@@ -1,0 +1,257 @@
+"""Google Calendar through google-api-python-client: live free/busy and idempotent event creation.
+
+Credentials are the JSON of a service-account key (an extra `"subject"` key makes it
+impersonate that Workspace user through domain-wide delegation) or an authorized_user
+JSON. Either refreshes against the file's `token_uri`, which is how the sandbox stands in
+for Google.
+
+Idempotency: the Google event id is derived from `EventRequest.key`, so a retried insert
+answers 409 `duplicate` and we return the event the earlier attempt created.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import google.auth.credentials
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from google.oauth2 import service_account
+from google.oauth2.credentials import Credentials as UserCredentials
+from google_auth_httplib2 import AuthorizedHttp
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import HttpRequest
+from pydantic import Field, SecretStr, field_validator
+
+from connectors.base import (
+    AuthExpired,
+    ConnectorConfig,
+    ConnectorError,
+    RateLimited,
+    Rejected,
+    Secret,
+    Transient,
+    error_for_status,
+    parse_retry_after,
+)
+from core.models import BusyInterval, CreatedEvent, EventRequest
+
+GOOGLE_API = "https://www.googleapis.com"
+CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
+KEY_PROPERTY = "textback_key"
+# Google does not document the longest freeBusy span; about three months is refused, so stay well under it.
+FREE_BUSY_WINDOW = timedelta(days=60)
+_RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+_TRANSIENT_CALENDAR_REASONS = {"internalError", "backendError"}
+_REQUIRED_FIELDS = {
+    "service_account": ("client_email", "private_key", "token_uri"),
+    "authorized_user": ("client_id", "client_secret", "refresh_token"),
+}
+
+
+class GoogleCalendarConfig(ConnectorConfig):
+    type: Literal["google"]
+    calendars: list[str] = Field(min_length=1)
+    credentials: Secret = Field(
+        description='Service-account key JSON (optionally with "subject" for domain-wide delegation) '
+        "or authorized_user JSON"
+    )
+    base_url: str = GOOGLE_API
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials_are_a_known_kind(cls, value: SecretStr) -> SecretStr:
+        credential_info(value.get_secret_value())
+        return value
+
+
+def credential_info(text: str) -> dict[str, Any]:
+    """The parsed credentials JSON; ValueError with a readable reason (never the secret) otherwise."""
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise ValueError("credentials must be JSON: a Google service-account key or an authorized_user file")
+    kind = info.get("type")
+    if kind not in _REQUIRED_FIELDS:
+        raise ValueError(f'credentials JSON has type {kind!r}; expected "service_account" or "authorized_user"')
+    if missing := [name for name in _REQUIRED_FIELDS[kind] if not info.get(name)]:
+        raise ValueError(f"{kind} credentials lack {', '.join(missing)}")
+    if kind == "authorized_user" and "subject" in info:
+        raise ValueError('"subject" (domain-wide delegation) only applies to a service-account key')
+    return info
+
+
+def event_id_for(key: str) -> str:
+    """The Google event id for an idempotency key: base32hex ([a-v0-9]) of its SHA-256, 52 characters."""
+    return base64.b32hexencode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=").lower()
+
+
+class GoogleCalendar:
+    """CalendarConnector over Google Calendar v3."""
+
+    role: ClassVar[str] = "calendar"
+    config_model: ClassVar[type[ConnectorConfig]] = GoogleCalendarConfig
+
+    def __init__(self, config: GoogleCalendarConfig, *, http: httplib2.Http | None = None) -> None:
+        self.config = config
+        credentials = _credentials(credential_info(config.credentials.get_secret_value()))
+        self._service = build(
+            "calendar",
+            "v3",
+            http=AuthorizedHttp(credentials, http=http or httplib2.Http(timeout=30)),
+            static_discovery=True,
+            client_options={"api_endpoint": config.base_url.rstrip("/") + "/calendar/v3/"},
+        )
+        # httplib2.Http is not thread-safe, and one connector may serve several worker threads.
+        self._lock = threading.Lock()
+
+    def free_busy(self, *, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[BusyInterval]]:
+        busy: dict[str, list[BusyInterval]] = {calendar_id: [] for calendar_id in calendars}
+        for window_start, window_end in _windows(start, end, FREE_BUSY_WINDOW):
+            body = {
+                "timeMin": window_start.isoformat(),
+                "timeMax": window_end.isoformat(),
+                "timeZone": "UTC",
+                "items": [{"id": calendar_id} for calendar_id in busy],
+            }
+            answer = self._execute(self._service.freebusy().query(body=body), action="free/busy query")
+            for calendar_id, intervals in busy.items():
+                entry = answer.get("calendars", {}).get(calendar_id)
+                if entry is None:
+                    raise Transient(f"free/busy query: Google sent no answer for calendar {calendar_id}")
+                if entry.get("errors"):
+                    raise _calendar_error(calendar_id, entry["errors"])
+                intervals.extend(
+                    BusyInterval(start=datetime.fromisoformat(b["start"]), end=datetime.fromisoformat(b["end"]))
+                    for b in entry.get("busy", [])
+                )
+        return {calendar_id: _merged(intervals) for calendar_id, intervals in busy.items()}
+
+    def create_event(self, event: EventRequest) -> CreatedEvent:
+        event_id = event_id_for(event.key)
+        body: dict[str, Any] = {
+            "id": event_id,
+            "summary": event.summary,
+            "description": event.description,
+            "start": {"dateTime": event.start.isoformat(), "timeZone": event.timezone},
+            "end": {"dateTime": event.end.isoformat(), "timeZone": event.timezone},
+            "extendedProperties": {"private": {KEY_PROPERTY: event.key}},
+        }
+        if event.location:
+            body["location"] = event.location
+        events = self._service.events()
+        insert = events.insert(calendarId=event.calendar_id, body=body, sendUpdates="none")
+        created = self._execute(insert, action="create event", tolerate=(409,))
+        if created is None:
+            created = self._earlier_attempt(event, body)
+        return CreatedEvent(external_id=created["id"], calendar_id=event.calendar_id, link=created.get("htmlLink"))
+
+    def cancel_event(self, *, calendar_id: str, external_id: str) -> None:
+        """Delete the event; one already deleted (410) or gone (404) counts as done."""
+        delete = self._service.events().delete(calendarId=calendar_id, eventId=external_id, sendUpdates="none")
+        self._execute(delete, action="cancel event", tolerate=(404, 410))
+
+    def _earlier_attempt(self, event: EventRequest, body: dict[str, Any]) -> dict:
+        """The event a previous attempt with the same key created; restored if it was cancelled since."""
+        events = self._service.events()
+        existing = self._execute(events.get(calendarId=event.calendar_id, eventId=body["id"]), action="create event")
+        private = existing.get("extendedProperties", {}).get("private", {})
+        if private.get(KEY_PROPERTY) != event.key:
+            raise Rejected(f"create event: id {body['id']} is taken by an event that is not ours", status=409)
+        if existing.get("status") != "cancelled":
+            return existing
+        restore = events.update(
+            calendarId=event.calendar_id, eventId=body["id"], body=body | {"status": "confirmed"}, sendUpdates="none"
+        )
+        return self._execute(restore, action="create event")
+
+    def _execute(self, request: HttpRequest, *, action: str, tolerate: tuple[int, ...] = ()) -> Any:
+        """Run one API call; a status in `tolerate` returns None instead of raising."""
+        with self._lock, _google_errors(action):
+            try:
+                return request.execute()
+            except HttpError as exc:
+                if exc.status_code in tolerate:
+                    return None
+                raise
+
+
+def _credentials(info: dict[str, Any]) -> google.auth.credentials.Credentials:
+    if info["type"] == "service_account":
+        return service_account.Credentials.from_service_account_info(
+            info, scopes=[CALENDAR_SCOPE], subject=info.get("subject")
+        )
+    user = UserCredentials.from_authorized_user_info(info)
+    # from_authorized_user_info always sets Google's token endpoint; the file's own token_uri must win.
+    return user.with_token_uri(info["token_uri"]) if info.get("token_uri") else user
+
+
+@contextlib.contextmanager
+def _google_errors(action: str) -> Iterator[None]:
+    """Translate google-api-python-client, google-auth and transport failures into connectors.base errors."""
+    try:
+        yield
+    except HttpError as exc:
+        raise _from_http_error(exc, action) from exc
+    except RefreshError as exc:
+        if exc.retryable:
+            raise Transient(f"{action}: token refresh failed: {exc.args[0]}") from exc
+        raise AuthExpired(f"{action}: Google refused the credentials: {exc.args[0]}") from exc
+    except (TransportError, httplib2.HttpLib2Error, OSError) as exc:
+        raise Transient(f"{action}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _from_http_error(exc: HttpError, action: str) -> ConnectorError:
+    status = exc.status_code
+    retry_after = parse_retry_after(exc.resp.get("retry-after"))
+    message = f"{action}: Google answered {status} {exc.reason}"
+    if status == 429 or (status == 403 and _reasons(exc.content) & _RATE_LIMIT_REASONS):
+        return RateLimited(message, retry_after=retry_after, status=status)
+    return error_for_status(status, message, retry_after=retry_after)
+
+
+def _reasons(content: bytes) -> set[str]:
+    try:
+        errors = json.loads(content)["error"]["errors"]
+        return {item["reason"] for item in errors}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
+def _calendar_error(calendar_id: str, errors: list[dict]) -> ConnectorError:
+    reasons = {item.get("reason") for item in errors}
+    if reasons & _TRANSIENT_CALENDAR_REASONS:
+        return Transient(f"free/busy query: Google failed on calendar {calendar_id}: {sorted(reasons)}")
+    if "notFound" in reasons:
+        return Rejected(
+            f"free/busy query: calendar {calendar_id} does not exist or is not shared with these credentials"
+        )
+    return Rejected(f"free/busy query: calendar {calendar_id}: {sorted(reasons)}")
+
+
+def _windows(start: datetime, end: datetime, span: timedelta) -> Iterator[tuple[datetime, datetime]]:
+    while start < end:
+        stop = min(start + span, end)
+        yield start, stop
+        start = stop
+
+
+def _merged(intervals: list[BusyInterval]) -> list[BusyInterval]:
+    """Sorted, with overlaps and the seams between query windows joined."""
+    merged: list[BusyInterval] = []
+    for interval in sorted(intervals, key=lambda i: i.start):
+        if merged and interval.start <= merged[-1].end:
+            merged[-1] = BusyInterval(start=merged[-1].start, end=max(merged[-1].end, interval.end))
+        else:
+            merged.append(interval)
+    return merged

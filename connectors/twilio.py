@@ -1,0 +1,132 @@
+"""Twilio SMS (Programmable Messaging) and Lookup v2, through the official SDK.
+
+The SDK talks HTTP through `_HttpxTransport`, a `twilio.http.HttpClient` on an
+injected httpx.Client. Twilio's SDK builds absolute production URLs and its
+`region`/`edge` options only change the host name, so a non-production
+`base_url` is applied by rewriting the URL prefixes here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import ClassVar, Literal
+
+import httpx
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http import HttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from connectors.base import (
+    ConnectorConfig,
+    ConnectorError,
+    Rejected,
+    Secret,
+    Transient,
+    error_for_status,
+    parse_retry_after,
+)
+from core.models import OutboundSMS, SentSMS
+
+PRODUCTION_URL = "https://api.twilio.com"
+_TWILIO_HOSTS = ("https://api.twilio.com", "https://lookups.twilio.com")
+UNSUBSCRIBED_RECIPIENT = 21610
+
+
+class TwilioConfig(ConnectorConfig):
+    type: Literal["twilio"]
+    account_sid: str
+    auth_token: Secret
+    base_url: str = PRODUCTION_URL
+    messaging_service_sid: str | None = None
+
+
+class TwilioRejected(Rejected):
+    """Twilio refused the request; `code` is its error code (21610: the recipient texted STOP)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+
+
+class _HttpxTransport(HttpClient):
+    """The SDK's HTTP client interface implemented on httpx, pointed at `base_url`."""
+
+    def __init__(self, http: httpx.Client, *, base_url: str) -> None:
+        super().__init__(logger=logging.getLogger(__name__), is_async=False)
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._last = threading.local()
+
+    def request(self, method: str, uri: str, params: dict | None = None, data: dict | None = None,
+                headers: dict | None = None, auth: tuple[str, str] | None = None, timeout: float | None = None,
+                allow_redirects: bool = False) -> Response:
+        extra = {"timeout": timeout} if timeout is not None else {}
+        answer = self._http.request(method, self._rewrite(uri), params=params, data=data, headers=headers,
+                                    auth=auth, follow_redirects=allow_redirects, **extra)
+        self._last.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        return Response(answer.status_code, answer.text, answer.headers)
+
+    def last_retry_after(self) -> float | None:
+        """Retry-After of this thread's last answer: the SDK's exceptions drop the headers."""
+        return getattr(self._last, "retry_after", None)
+
+    def _rewrite(self, uri: str) -> str:
+        if self._base_url == PRODUCTION_URL:
+            return uri
+        for host in _TWILIO_HOSTS:
+            if uri.startswith(host):
+                return self._base_url + uri[len(host):]
+        return uri
+
+
+class TwilioSMS:
+    role: ClassVar[str] = "sms"
+    config_model: ClassVar[type[ConnectorConfig]] = TwilioConfig
+
+    def __init__(self, config: TwilioConfig, *, http: httpx.Client | None = None) -> None:
+        self._config = config
+        self._transport = _HttpxTransport(http or httpx.Client(timeout=15.0), base_url=config.base_url)
+        self._client = Client(config.account_sid, config.auth_token.get_secret_value(), http_client=self._transport)
+
+    def send(self, message: OutboundSMS) -> SentSMS:
+        """Create the Message; Twilio has no idempotency key, so callers must not resend a sent one."""
+        options = {"to": message.to, "from_": message.from_, "body": message.body}
+        if message.status_callback:
+            options["status_callback"] = message.status_callback
+        if self._config.messaging_service_sid:
+            options["messaging_service_sid"] = self._config.messaging_service_sid
+        with self._translated_errors():
+            created = self._client.messages.create(**options)
+        return SentSMS(provider_id=created.sid, status=created.status)
+
+    def auth_token_for_signatures(self) -> str:
+        return self._config.auth_token.get_secret_value()
+
+    def line_type(self, number: str) -> str | None:
+        """Lookup v2 line type ("mobile", "landline", "nonFixedVoip", ...); None for an invalid number."""
+        with self._translated_errors():
+            found = self._client.lookups.v2.phone_numbers(number).fetch(fields="line_type_intelligence")
+        if not found.valid or not found.line_type_intelligence:
+            return None
+        return found.line_type_intelligence.get("type")
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except TwilioRestException as exc:
+            raise self._error(exc.status, f"Twilio {exc.code}: {exc.msg}", exc.code) from exc
+        except TwilioServiceException as exc:
+            raise self._error(exc.status, f"Twilio {exc.code}: {exc.detail or exc.title}", exc.code) from exc
+        except httpx.HTTPError as exc:
+            raise Transient(f"Twilio unreachable: {exc!r}") from exc
+
+    def _error(self, status: int, message: str, code: int | None) -> ConnectorError:
+        error = error_for_status(status, message, retry_after=self._transport.last_retry_after())
+        if isinstance(error, Rejected):
+            return TwilioRejected(message, status=status, code=code)
+        return error

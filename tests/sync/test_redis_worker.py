@@ -1,0 +1,96 @@
+"""The outbox on a real Redis broker with a real Dramatiq worker: retries, Retry-After, dead letters."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+import pytest
+from sqlalchemy import select
+
+from connectors.registry import validate_connector
+from core import textback as core_textback
+from core.config import Settings, load_tenants
+from core.outbox import Pending
+from core.store.tables import Message, OutboxRow
+from sync import actors
+from sync.broker import make_broker
+from sync.runtime import Runtime
+from tests.webhooks.conftest import BUSINESS, CALLER, texts_to
+
+
+@pytest.fixture
+def redis_runtime(redis_url, sqlite_db, tenants_path):
+    broker = make_broker(redis_url)
+    actors.bind(broker)
+    runtime = Runtime(settings=Settings(database_url=sqlite_db.url, redis_url=redis_url),
+                      db=sqlite_db, tenants=load_tenants(tenants_path, validate_connector=validate_connector))
+    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+    actors.configure(runtime)
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    yield runtime
+    worker.stop()
+    broker.close()
+
+
+def _miss_a_call(runtime: Runtime, call_sid: str = "CA" + "7" * 32) -> None:
+    pending = Pending()
+    with runtime.db.transaction() as s:
+        core_textback.dial_completed(s, tenant=runtime.tenants.get("smith-law"), call_sid=call_sid, caller=CALLER,
+                                     called=BUSINESS, dial_status="no-answer", now=runtime.now(), pending=pending)
+    runtime.dispatch(pending.ids)
+
+
+def _wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def _rows(runtime: Runtime) -> list[OutboxRow]:
+    with runtime.db.transaction() as s:
+        return list(s.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+
+
+def test_a_missed_call_is_texted_through_redis(redis_runtime, stack):
+    _miss_a_call(redis_runtime)
+
+    _wait_for(lambda: all(r.status == "done" for r in _rows(redis_runtime)))
+    assert len(texts_to(stack)) == 1
+
+
+def test_a_429_with_retry_after_is_retried_after_the_delay_and_sent_once(redis_runtime, stack):
+    stack.twilio.faults.fail_next("/2010-04-01", status=429, retry_after=1)
+    started = time.monotonic()
+
+    _miss_a_call(redis_runtime)
+
+    _wait_for(lambda: len(texts_to(stack)) == 1)
+    assert time.monotonic() - started >= 0.9
+    sms_row = next(r for r in _rows(redis_runtime) if r.kind == "send_sms")
+    _wait_for(lambda: next(r for r in _rows(redis_runtime) if r.id == sms_row.id).status == "done")
+    assert next(r for r in _rows(redis_runtime) if r.id == sms_row.id).attempts == 2
+
+
+def test_an_outage_delays_the_text_and_never_drops_it(redis_runtime, stack):
+    stack.twilio.faults.fail_next("/2010-04-01", status=503, times=2)
+
+    _miss_a_call(redis_runtime)
+
+    _wait_for(lambda: len(texts_to(stack)) == 1, timeout=30)
+    with redis_runtime.db.transaction() as s:
+        assert s.scalar(select(Message.status).where(Message.direction == "outbound")) in {"queued", "sent"}
+
+
+def test_a_rejected_send_fails_the_row_without_retrying(redis_runtime, stack):
+    stack.twilio.faults.fail_next("/2010-04-01", status=400)
+
+    _miss_a_call(redis_runtime)
+
+    _wait_for(lambda: any(r.status == "failed" for r in _rows(redis_runtime)))
+    failed = next(r for r in _rows(redis_runtime) if r.status == "failed")
+    assert failed.kind == "send_sms" and failed.attempts == 1 and "rejected" in failed.last_error
+    assert texts_to(stack) == []

@@ -1,0 +1,45 @@
+"""Nothing is lost if the process dies between the commit and the enqueue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from core.store.tables import OutboxRow
+from sync.actors import DramatiqDispatcher
+from sync.relay import relay_pending
+from tests.webhooks.conftest import CALLER, miss_a_call, texts_to
+
+
+class _DiedBeforeEnqueue:
+    """A dispatcher standing in for a process that crashed right after committing."""
+
+    def dispatch(self, outbox_ids):
+        self.lost = list(outbox_ids)
+
+
+def test_rows_committed_but_never_enqueued_are_sent_by_the_relay_exactly_once(phone, textback, stack):
+    crashed = _DiedBeforeEnqueue()
+    textback.runtime.dispatcher = crashed
+    miss_a_call(phone)
+    assert crashed.lost and texts_to(stack) == []
+
+    real = DramatiqDispatcher(textback.runtime)
+    textback.runtime.dispatcher = real
+    relayed = relay_pending(textback.runtime, real, grace=timedelta(0))
+    textback.drain()
+
+    assert sorted(relayed) == sorted(crashed.lost)
+    assert len(texts_to(stack, CALLER)) == 1
+    with textback.runtime.db.transaction() as s:
+        assert set(s.scalars(select(OutboxRow.status))) == {"done"}
+
+    assert relay_pending(textback.runtime, real, grace=timedelta(0)) == []
+
+
+def test_the_relay_leaves_freshly_enqueued_rows_alone(phone, textback, stack):
+    textback.runtime.dispatcher = _DiedBeforeEnqueue()
+    miss_a_call(phone)
+
+    assert relay_pending(textback.runtime, DramatiqDispatcher(textback.runtime), grace=timedelta(minutes=5)) == []
