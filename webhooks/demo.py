@@ -8,6 +8,7 @@ and the CRM.
 
 from __future__ import annotations
 
+import html
 import os
 import tempfile
 import textwrap
@@ -20,6 +21,7 @@ import yaml
 from sqlalchemy import select
 
 from connectors.registry import validate_connector
+from core.booking import candidate_starts, label
 from core.config import load_tenants
 from core.store.db import Database
 from core.store.migrate import upgrade
@@ -56,13 +58,14 @@ def run_demo(*, echo: Callable[[str], None] = print) -> int:
         os.environ.update(stack.env)
         tenants_path = Path(workdir) / "tenants.yaml"
         tenants_path.write_text(yaml.safe_dump({"tenants": [demo_tenant(stack)]}, sort_keys=False))
-        _seed_busy_calendar(stack)
         db = Database(f"sqlite:///{Path(workdir) / 'textback.db'}")
         upgrade(db.engine)
         tenants = load_tenants(tenants_path, validate_connector=validate_connector)
+        busy = _seed_busy_calendar(stack, tenants.tenants[0])
         with Embedded(db=db, tenants=tenants) as textback, httpx.Client(timeout=10) as http:
             phone = SandboxPhone(app_url=textback.url, auth_token=stack.auth_token, account_sid=stack.account_sid,
                                  twilio=stack.twilio, http=http)
+            echo(f"  staff calendar {CALENDAR} already has: Court: Doe v. Doe, {busy}")
             _story(echo, stack, textback, phone, http)
             return _verdict(echo, stack, db)
 
@@ -116,7 +119,7 @@ def _verdict(echo, stack: SandboxStack, db: Database) -> int:
         for obj in stack.hubspot.objects(kind):
             linked = stack.hubspot.associations(kind, obj["id"], "contacts")
             title = (obj["properties"].get("dealname") or obj["properties"].get("hs_meeting_title")
-                     or obj["properties"].get("hs_note_body", "").splitlines()[0])
+                     or html.unescape(obj["properties"].get("hs_note_body", "").split("<br>")[0]))
             echo(f"  HubSpot {kind[:-1]} {obj['id']} (on contact {', '.join(linked)}): {title}")
     booked = (booking is not None and len(events) == 1 and events[0]["id"] == booking.external_event_id
               and len(contacts) == 1 and len(meetings) == 1
@@ -127,10 +130,12 @@ def _verdict(echo, stack: SandboxStack, db: Database) -> int:
     return 0 if booked else 1
 
 
-def _seed_busy_calendar(stack: SandboxStack) -> None:
-    """Staff already have appointments: the first business hours tomorrow are taken."""
-    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=14, minute=0, second=0, microsecond=0)
-    stack.google.add_busy(CALENDAR, tomorrow, tomorrow + timedelta(hours=3), summary="Court: Doe v. Doe")
+def _seed_busy_calendar(stack: SandboxStack, tenant) -> str:
+    """Staff already have a court appointment on the first open morning, so the offer must work around it."""
+    earliest = datetime.now(timezone.utc) + timedelta(minutes=tenant.booking.min_notice_minutes)
+    first = next(candidate_starts(hours=tenant.hours, zone=tenant.zone, settings=tenant.booking, earliest=earliest))
+    stack.google.add_busy(CALENDAR, first, first + timedelta(hours=2), summary="Court: Doe v. Doe")
+    return f"{label(first, tenant.zone)} to {first.astimezone(tenant.zone) + timedelta(hours=2):%-I:%M %p}"
 
 
 def _twiml_summary(twiml: str) -> str:
