@@ -57,6 +57,9 @@ class Lead(Base):
     last_name: Mapped[str | None] = mapped_column(String(80))
     opted_out_at: Mapped[datetime | None]
     opt_out_source: Mapped[str | None] = mapped_column(String(40))
+    do_not_text: Mapped[bool] = mapped_column(Boolean, default=False)  # set by staff in the CRM
+    line_type: Mapped[str | None] = mapped_column(String(20))
+    undeliverable_code: Mapped[int | None] = mapped_column(Integer)  # a carrier error that stops further sends
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -74,6 +77,11 @@ class Call(Base):
     dial_status: Mapped[str | None] = mapped_column(String(20))
     skip_reason: Mapped[str | None] = mapped_column(String(40))
     texted: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(20), default="twilio")  # twilio | api
+    answered_by: Mapped[str | None] = mapped_column(String(30))
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    transcription: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -92,6 +100,9 @@ class Conversation(Base):
     answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     offered_slots: Mapped[list[Any]] = mapped_column(default=list)
     outcome: Mapped[str | None] = mapped_column(String(40))
+    followups_sent: Mapped[int] = mapped_column(Integer, default=0)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)  # staff took over
+    handoff_summary: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None]
@@ -109,6 +120,7 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(20))  # received | queued | sent | delivered | undelivered | failed | suppressed
+    purpose: Mapped[str | None] = mapped_column(String(30))  # first | reply | followup | handoff | help | opt_out ...
     error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -148,6 +160,7 @@ class OutboxRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_until: Mapped[datetime | None]  # a worker is running it until then; others keep off
+    not_before: Mapped[datetime | None] = mapped_column(index=True)  # deferred: delay, quiet hours, follow-ups
     enqueued_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]
@@ -163,4 +176,18 @@ class ExternalId(Base):
     local_kind: Mapped[str] = mapped_column(String(40))  # lead | conversation | opportunity | booking
     local_id: Mapped[int] = mapped_column(Integer)
     external_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OptOutEvent(Base):
+    """Every opt-out and opt-in, with when and how, for audits and for the CRM."""
+
+    __tablename__ = "opt_out_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # opt_out | opt_in
+    source: Mapped[str] = mapped_column(String(40))  # sms_keyword | sms_phrase | carrier_21610 | crm | api
+    detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
