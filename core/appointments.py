@@ -66,10 +66,10 @@ def confirm(session: Session, *, tenant: Tenant, booking: Booking, external_even
     booking.status, booking.external_event_id, booking.link = "confirmed", external_event_id, link
     conversation = session.get(Conversation, booking.conversation_id)
     conversation.state, conversation.outcome, conversation.offered_slots = Phase.booked.value, "booked", []
-    playbook = load_playbook(conversation.playbook)
     location = f" Location: {tenant.booking.location}." if tenant.booking.location else ""
-    text = playbook.confirmed.format(business=tenant.name, slot=label(booking.start_at, tenant.zone),
-                                     timezone=tenant.timezone, location=location)
+    text = tenant.templates.render("booking_confirmation", business=tenant.name,
+                                   slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
+                                   location=location)
     _say(session, tenant, conversation, text, pending)
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_upsert_opportunity, key=f"crm-opp:{conversation.id}",
                 payload={"conversation_id": conversation.id})

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.templates import Templates
 from core.yaml_lines import LocatedYAML, load_located
 
 
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL Twilio calls; signatures are computed over it")
     config: Path = Path("tenants.yaml")
+    secret_keys: SecretStr | None = Field(
+        None, description="Fernet keys that encrypt stored OAuth tokens, comma-separated, newest first")
 
     @field_validator("public_url")
     @classmethod
@@ -107,6 +110,25 @@ class MissedCallSettings(_Strict):
     ring_seconds: int = Field(18, ge=5, le=60, description="Over ~20 s the staff phone's voicemail answers")
     delay_seconds: int = Field(0, ge=0, le=900)
     cooldown_hours: float = Field(24, ge=0)
+    min_answered_seconds: int = Field(10, ge=0, le=120, description="A shorter bridged call counts as missed")
+    machine_detection: bool = True
+    whisper: bool = Field(False, description="Staff must press a key to take the call, so voicemail can't answer")
+    voicemail: bool = False
+    greeting: str | None = Field(None, max_length=500, description="Spoken to callers whose call was missed")
+    lookup_line_type: bool = False
+
+
+class QuietHours(_Strict):
+    """Texting window in the caller's local time (TCPA: 8 am to 9 pm)."""
+
+    start: time = time(8, 0)
+    end: time = time(21, 0)
+    first_reply_anytime: bool = Field(True, description="The one reply to the caller's own call may go out at once")
+
+
+class FollowUpSettings(_Strict):
+    max: int = Field(1, ge=0, le=3)
+    after_hours: float = Field(24, ge=0.25, le=168)
 
 
 class BookingSettings(_Strict):
@@ -130,6 +152,13 @@ class Tenant(_Strict):
     hours: OpeningHours
     booking: BookingSettings = BookingSettings()
     contact: str | None = Field(None, description="How a caller reaches a person, used in HELP and handoff texts")
+    handoff_to: list[str] = []
+    blocklist: list[str] = []
+    quiet_hours: QuietHours = QuietHours()
+    followups: FollowUpSettings = FollowUpSettings()
+    templates: Templates = Templates()
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                       description="SHA-256 of the key other phone systems send as a bearer token")
     connectors: dict[Literal["sms", "crm", "calendar"], Any] = {}
 
     @field_validator("timezone")
@@ -141,7 +170,7 @@ class Tenant(_Strict):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as America/New_York") from exc
         return value
 
-    @field_validator("phone_numbers", "forward_to")
+    @field_validator("phone_numbers", "forward_to", "handoff_to", "blocklist")
     @classmethod
     def _numbers(cls, values: list[str]) -> list[str]:
         return [to_e164(v) for v in values]

@@ -105,8 +105,7 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, body:
 
 def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, conversation: Conversation | None,
                 pending: Pending) -> None:
-    playbook = load_playbook(conversation.playbook if conversation else tenant.vertical.value)
-    text = playbook.help.format(business=tenant.name, contact=tenant.contact or called)
+    text = tenant.templates.render("help", business=tenant.name, contact=tenant.contact or called)
     message = Message(tenant_id=tenant.id, conversation_id=conversation.id if conversation else None, lead_id=lead.id,
                       business_number=called, direction="outbound", body=text, status="queued")
     session.add(message)

@@ -98,7 +98,8 @@ def start_conversation(
     session: Session, *, tenant: Tenant, lead_id: int, business_number: str, call_id: int | None, pending: Pending,
 ) -> Conversation:
     playbook = load_playbook(tenant.vertical.value)
-    state, text = opening(playbook, business=tenant.name)
+    state, question = opening(playbook)
+    text = tenant.templates.render("first_in_hours", business=tenant.name, question=question)
     conversation = Conversation(
         tenant_id=tenant.id, lead_id=lead_id, call_id=call_id, business_number=business_number,
         playbook=playbook.id, state=state.phase.value, step=state.step, answers={}, offered_slots=[],

@@ -51,10 +51,10 @@ class Turn:
     choice: int | None = None  # 0-based index into state.offered for book_slot
 
 
-def opening(playbook: Playbook, *, business: str) -> tuple[State, str]:
+def opening(playbook: Playbook) -> tuple[State, str]:
+    """The state a new conversation starts in and the question the first text asks."""
     first = playbook.steps[0]
-    text = playbook.opening.format(business=business, question=first.ask)
-    return State(phase=Phase.asking, step=first.id), text
+    return State(phase=Phase.asking, step=first.id), f"{playbook.intro} {first.ask}".strip()
 
 
 def advance(playbook: Playbook, state: State, text: str, *, business: str) -> Turn:

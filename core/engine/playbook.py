@@ -41,17 +41,15 @@ class Playbook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    opening: str
+    intro: str = ""  # said once, before the first question (e.g. "I can't give legal advice")
     steps: list[Step] = Field(min_length=1)
     offer: str
     no_slots: str
     slot_reask: str
     declined: str
     booking_wait: str
-    confirmed: str
     slot_taken: str
     closed: str
-    help: str
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)

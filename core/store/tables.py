@@ -191,3 +191,23 @@ class OptOutEvent(Base):
     source: Mapped[str] = mapped_column(String(40))  # sms_keyword | sms_phrase | carrier_21610 | crm | api
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Connection(Base):
+    """One tenant's authorized vendor account for one connector role; its tokens are encrypted at rest."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("tenant_id", "role", name="uq_connections_tenant_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))  # sms | crm | calendar
+    provider: Mapped[str] = mapped_column(String(40))  # clio | google | microsoft
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | needs_reauth
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it needs re-auth, as the vendor said it
+    token_blob: Mapped[str] = mapped_column(Text)  # Fernet token of the JSON token set
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    expires_at: Mapped[datetime | None]  # of the access token; kept in the clear so listing needs no key
+    account_label: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
