@@ -1,16 +1,29 @@
-"""Offers, holds and confirmations: the booking records around a calendar event.
+"""Offers, holds, confirmations, moves and cancellations: the booking records around a calendar event.
 
-A slot is held by inserting a Booking row; the partial unique index on
-(tenant, calendar, start) for active bookings means two callers who pick the
-same slot at once cannot both hold it. A booking counts only when the calendar
-event exists (status `confirmed`, external_event_id set).
+    held ──re-checked free──▶ creating ──event exists──▶ confirmed ──caller cancels──▶ cancelled
+     └── taken or busy ──▶ released
+
+A booking counts only when the calendar event exists (`confirmed`, external_event_id set).
+
+Holding is serialized per calendar, so no two active bookings on one calendar overlap (buffer
+included): the partial unique index on (tenant, calendar, start) stops two callers holding the same
+start, and the overlap check inside the hold stops overlapping starts (two callers whose different
+windows led to 10:00 and 10:30 for an hour-long appointment). PostgreSQL serializes holds on a
+transaction-scoped advisory lock per calendar; SQLite has one writer at a time, and the check runs
+after the hold's INSERT, inside its savepoint, while that write lock is held.
+
+A reschedule holds the new slot in a second row. Once the event has moved, that row is dropped and
+the booking itself takes the new time, so one booking (one event key, one CRM meeting) follows the
+appointment. Offers made for a reschedule carry `"moves": booking_id` through the engine to book_slot.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,38 +34,60 @@ from core.engine.playbook import load_playbook
 from core.models import Slot
 from core.outbox import Kind, Pending, log_conversation_later
 from core.store.repo import add_outbound
-from core.store.tables import Booking, Conversation
+from core.store.tables import Booking, Conversation, utcnow
+
+ACTIVE = ("held", "creating", "confirmed")
+
+NOTHING_IN_WINDOW = "Nothing is open in the time you asked for, so here are the nearest times."
+MOVING = "Sure, let's move your appointment on {slot}."
+NOTHING_TO_MOVE = "I don't see an upcoming appointment for this number, so let's book one."
+CANCELLED = ("Your appointment with {business} on {slot} ({timezone}) is cancelled. "
+             "To book again, reply to this message or call {contact}.")
+NOTHING_TO_CANCEL = "I don't see an upcoming appointment for this number. If you need help, call {contact}."
+STILL_BOOKED = " Your appointment on {slot} ({timezone}) is still booked; to cancel it, call {contact}."
 
 
 def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots: list[Slot], pending: Pending,
-          template: str = "offer") -> None:
-    """Record the offered slots on the conversation and text them (or hand off when there are none)."""
+          template: str = "offer", intro: str = "", moves: int | None = None) -> None:
+    """Record the offered slots on the conversation and text them (or hand off when there are none).
+
+    `intro` goes before the playbook's text; `moves` marks every offered slot as the new time for that booking.
+    """
     playbook = load_playbook(conversation.playbook)
     if not slots:
         conversation.state, conversation.offered_slots = Phase.handoff.value, []
         _say(session, tenant, conversation, playbook.no_slots.format(business=tenant.name), pending)
         return
     offered = [{"calendar_id": s.calendar_id, "start": s.start.isoformat(), "end": s.end.isoformat(),
-                "label": label(s.start, tenant.zone)} for s in slots]
+                "label": label(s.start, tenant.zone)} | ({"moves": moves} if moves is not None else {})
+               for s in slots]
     conversation.state, conversation.offered_slots = Phase.choosing.value, offered
-    text = getattr(playbook, template).format(business=tenant.name, slots=slot_list(offered))
-    _say(session, tenant, conversation, text, pending)
+    body = getattr(playbook, template).format(business=tenant.name, slots=slot_list(offered))
+    _say(session, tenant, conversation, f"{intro} {body}".strip(), pending)
 
 
-def hold(session: Session, *, conversation: Conversation, slot: Slot) -> Booking | None:
-    """Hold the slot for this conversation; None when someone else holds or booked it."""
+def hold(session: Session, *, conversation: Conversation, slot: Slot, buffer_minutes: int = 0) -> Booking | None:
+    """Hold the slot for this conversation; None when another active booking has it or overlaps it."""
     existing = session.scalar(select(Booking).where(
         Booking.conversation_id == conversation.id, Booking.calendar_id == slot.calendar_id,
-        Booking.start_at == slot.start, Booking.status.in_(["held", "creating", "confirmed"])))
+        Booking.start_at == slot.start, Booking.status.in_(ACTIVE)))
     if existing is not None:
         return existing
+    _serialize_holds(session, tenant_id=conversation.tenant_id, calendar_id=slot.calendar_id)
     booking = Booking(tenant_id=conversation.tenant_id, conversation_id=conversation.id, lead_id=conversation.lead_id,
                       calendar_id=slot.calendar_id, start_at=slot.start, end_at=slot.end, status="held")
+    savepoint = session.begin_nested()
     try:
-        with session.begin_nested():
-            session.add(booking)
+        session.add(booking)
+        session.flush()
+        clash = _overlapping(session, booking, timedelta(minutes=buffer_minutes))
     except IntegrityError:
+        savepoint.rollback()
         return None
+    if clash:
+        savepoint.rollback()
+        return None
+    savepoint.commit()
     return booking
 
 
@@ -66,11 +101,7 @@ def confirm(session: Session, *, tenant: Tenant, booking: Booking, external_even
     booking.status, booking.external_event_id, booking.link = "confirmed", external_event_id, link
     conversation = session.get(Conversation, booking.conversation_id)
     conversation.state, conversation.outcome, conversation.offered_slots = Phase.booked.value, "booked", []
-    location = f" Location: {tenant.booking.location}." if tenant.booking.location else ""
-    text = tenant.templates.render("booking_confirmation", business=tenant.name,
-                                   slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
-                                   location=location)
-    _say(session, tenant, conversation, text, pending)
+    _say(session, tenant, conversation, _confirmation(tenant, booking), pending)
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_upsert_opportunity, key=f"crm-opp:{conversation.id}",
                 payload={"conversation_id": conversation.id})
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking, key=f"crm-booking:{booking.id}",
@@ -78,12 +109,93 @@ def confirm(session: Session, *, tenant: Tenant, booking: Booking, external_even
     log_conversation_later(session, conversation, pending)
 
 
-def _say(session: Session, tenant: Tenant, conversation: Conversation, text: str, pending: Pending) -> None:
-    message = add_outbound(session, conversation=conversation, body=text)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload={"message_id": message.id})
+def moved(session: Session, *, tenant: Tenant, booking: Booking, new_hold: Booking, conversation: Conversation,
+          external_event_id: str, link: str | None, pending: Pending) -> None:
+    """The event now sits at the held time: the booking takes that time and the hold row goes."""
+    slot = Slot(calendar_id=new_hold.calendar_id, start=new_hold.start_at, end=new_hold.end_at)
+    session.delete(new_hold)
+    session.flush()  # the hold's row must leave the unique index before the booking takes its slot
+    booking.calendar_id, booking.start_at, booking.end_at = slot.calendar_id, slot.start, slot.end
+    booking.external_event_id, booking.link = external_event_id, link or booking.link
+    conversation.state, conversation.outcome, conversation.offered_slots = Phase.booked.value, "booked", []
+    _say(session, tenant, conversation, _confirmation(tenant, booking), pending)
+    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking,
+                key=f"crm-booking:{booking.id}:{slot.start.isoformat()}", payload={"booking_id": booking.id})
+    log_conversation_later(session, conversation, pending, reason="moved")
+
+
+def cancelled(session: Session, *, tenant: Tenant, booking: Booking, conversation: Conversation,
+              pending: Pending) -> None:
+    """The event is gone: the booking no longer counts, the caller is told, the CRM hears of it."""
+    booking.status = "cancelled"
+    conversation.outcome, conversation.offered_slots = "cancelled", []
+    _say(session, tenant, conversation, CANCELLED.format(
+        business=tenant.name, slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
+        contact=_contact(tenant)), pending)
+    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking, key=f"crm-booking:{booking.id}:cancelled",
+                payload={"booking_id": booking.id})
+    log_conversation_later(session, conversation, pending, reason="cancelled")
+
+
+def nothing_to_cancel(session: Session, *, tenant: Tenant, conversation: Conversation, pending: Pending) -> None:
+    conversation.outcome = conversation.outcome or "no_booking"
+    _say(session, tenant, conversation, NOTHING_TO_CANCEL.format(contact=_contact(tenant)), pending)
+
+
+def upcoming(session: Session, *, lead_id: int, now: datetime) -> Booking | None:
+    """The lead's next confirmed appointment that has not started yet."""
+    return session.scalar(select(Booking).where(
+        Booking.lead_id == lead_id, Booking.status == "confirmed", Booking.start_at > now,
+    ).order_by(Booking.start_at).limit(1))
+
+
+def active_booking_note(session: Session, lead_id: int, tenant: Tenant, *, now: datetime | None = None) -> str:
+    """For the opt-out confirmation: texts stop, so say how to cancel the appointment by phone ("" when none)."""
+    booking = upcoming(session, lead_id=lead_id, now=now or utcnow())
+    if booking is None:
+        return ""
+    return STILL_BOOKED.format(slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
+                               contact=_contact(tenant))
 
 
 def slot_from_offer(item: dict) -> Slot:
     return Slot(calendar_id=item["calendar_id"], start=datetime.fromisoformat(item["start"]),
                 end=datetime.fromisoformat(item["end"]))
+
+
+def _confirmation(tenant: Tenant, booking: Booking) -> str:
+    """Date, time, time zone, and where: the configured location, else the link the calendar gave the event."""
+    if tenant.booking.location:
+        where = f" Location: {tenant.booking.location}."
+    elif booking.link:
+        where = f" Link: {booking.link}"
+    else:
+        where = ""
+    return tenant.templates.render("booking_confirmation", business=tenant.name,
+                                   slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
+                                   location=where)
+
+
+def _serialize_holds(session: Session, *, tenant_id: str, calendar_id: str) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(f"textback-hold:{tenant_id}:{calendar_id}".encode()).digest()
+        session.execute(sql("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": int.from_bytes(digest[:8], "big", signed=True)})
+
+
+def _overlapping(session: Session, booking: Booking, pad: timedelta) -> bool:
+    return session.scalar(select(Booking.id).where(
+        Booking.tenant_id == booking.tenant_id, Booking.calendar_id == booking.calendar_id,
+        Booking.status.in_(ACTIVE), Booking.id != booking.id,
+        Booking.start_at < booking.end_at + pad, Booking.end_at > booking.start_at - pad,
+    ).limit(1)) is not None
+
+
+def _contact(tenant: Tenant) -> str:
+    return tenant.contact or tenant.phone_numbers[0]
+
+
+def _say(session: Session, tenant: Tenant, conversation: Conversation, body: str, pending: Pending) -> None:
+    message = add_outbound(session, conversation=conversation, body=body)
+    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
+                payload={"message_id": message.id})

@@ -139,6 +139,14 @@ class BookingSettings(_Strict):
     slots_offered: int = Field(3, ge=2, le=3)
     step_minutes: int = Field(30, ge=5, le=240)
     location: str | None = None
+    # Calendars named here must also be in the calendar connector's `calendars` (it reads and books only
+    # those); core/booking.py drops any other with a warning. That check needs the connector's config,
+    # which is validated in another layer, so it is not made when the file loads.
+    routes: dict[str, dict[str, list[str]]] = Field(
+        {}, description="answer id -> answer value -> calendar ids to offer from, e.g. "
+                        "{matter_type: {family: [family@firm.example]}}; unmatched leads use every calendar")
+    owner_calendars: dict[str, str] = Field(
+        {}, description="CRM owner id -> that person's calendar id; a lead with an owner is offered only it")
 
 
 class Tenant(_Strict):
@@ -153,6 +161,8 @@ class Tenant(_Strict):
     booking: BookingSettings = BookingSettings()
     contact: str | None = Field(None, description="How a caller reaches a person, used in HELP and handoff texts")
     handoff_to: list[str] = []
+    provider_confirms_opt_out: bool = Field(True, description="The SMS provider answers STOP keywords itself "
+                                            "(Twilio's default on long codes); textback confirms free-text opt-outs")
     blocklist: list[str] = []
     quiet_hours: QuietHours = QuietHours()
     followups: FollowUpSettings = FollowUpSettings()

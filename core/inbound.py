@@ -14,15 +14,19 @@ from sqlalchemy.orm import Session
 
 from core.config import Tenant, to_e164
 from core.engine.conversation import Action, Phase, State, advance
-from core.engine.keywords import Keyword, keyword
+from core.engine.keywords import Keyword, keyword, revokes_consent
 from core.engine.playbook import load_playbook
 from core.outbox import Kind, Pending, log_conversation_later
-from core.store.repo import add_outbound, lead_for, open_conversation, opt_out
+from core.optout import confirm_opt_out, opt_in, opt_out
+from core.store.repo import add_outbound, lead_for, open_conversation
 from core.store.tables import Conversation, Lead, Message
 from core.textback import start_conversation
 
 # Twilio error codes that mean the recipient opted out at the carrier/provider.
 OPTED_OUT_ERRORS = frozenset({21610})
+# Codes after which texting the number again is pointless or harmful: carrier filtering (30007),
+# unreachable/unknown/landline handsets (30003-30006), "To" is a landline (21635).
+STOP_SENDING_ERRORS = frozenset({30003, 30004, 30005, 30006, 30007, 21635})
 
 # Delivery reports can arrive out of order; a status never moves backwards.
 _STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
@@ -57,19 +61,22 @@ def inbound_sms(
         business_number=called, direction="inbound", body=body, provider_sid=message_sid, status="received",
     ))
     word = keyword(body)
-    if word is Keyword.stop:
-        opt_out(session, lead, source="sms_keyword", now=now)
-        if conversation is not None:
-            log_conversation_later(session, conversation, pending)
-        return InboundOutcome(keyword=word.value)
+    if word is Keyword.stop or (word is None and revokes_consent(body)):
+        source = "sms_keyword" if word is Keyword.stop else "sms_phrase"
+        changed = opt_out(session, lead, tenant_id=tenant.id, source=source, now=now, pending=pending, detail=body)
+        if changed and (source == "sms_phrase" or not tenant.provider_confirms_opt_out):
+            confirm_opt_out(session, tenant=tenant, lead=lead, business_number=called, pending=pending)
+        return InboundOutcome(keyword=word.value if word else "revocation")
     if word is Keyword.start and lead.opted_out_at is not None:
-        lead.opted_out_at, lead.opt_out_source = None, None
+        opt_in(session, lead, tenant_id=tenant.id, source="sms_keyword")
         return InboundOutcome(keyword=word.value)
     if lead.opted_out_at is not None:
         return InboundOutcome()  # opted out: record what they said, answer nothing
     if word is Keyword.help:
         _reply_help(session, tenant=tenant, lead=lead, called=called, conversation=conversation, pending=pending)
         return InboundOutcome(keyword=word.value)
+    if conversation is not None and conversation.paused:
+        return InboundOutcome(conversation_id=conversation.id)  # staff took over: the bot stays quiet
     if conversation is None:
         conversation = start_conversation(session, tenant=tenant, lead_id=lead.id, business_number=called,
                                           call_id=None, pending=pending)
@@ -107,7 +114,7 @@ def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, co
                 pending: Pending) -> None:
     text = tenant.templates.render("help", business=tenant.name, contact=tenant.contact or called)
     message = Message(tenant_id=tenant.id, conversation_id=conversation.id if conversation else None, lead_id=lead.id,
-                      business_number=called, direction="outbound", body=text, status="queued")
+                      business_number=called, direction="outbound", body=text, status="queued", purpose="help")
     session.add(message)
     session.flush()
     pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
@@ -115,7 +122,7 @@ def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, co
 
 
 def delivery_status(
-    session: Session, *, message_sid: str, status: str, error_code: int | None, now: datetime,
+    session: Session, *, message_sid: str, status: str, error_code: int | None, now: datetime, pending: Pending,
 ) -> bool:
     """Apply a provider delivery report; False when the message is not ours (ignored)."""
     message = session.scalar(select(Message).where(Message.provider_sid == message_sid))
@@ -124,7 +131,17 @@ def delivery_status(
     if _STATUS_RANK.get(status, 0) >= _STATUS_RANK.get(message.status, 0):
         message.status = status
     message.error_code = error_code or message.error_code
-    if error_code in OPTED_OUT_ERRORS:
-        lead = session.get(Lead, message.lead_id)
-        opt_out(session, lead, source=f"carrier_{error_code}", now=now)
+    record_send_failure(session, message=message, error_code=error_code, now=now, pending=pending)
     return True
+
+
+def record_send_failure(session: Session, *, message: Message, error_code: int | None, now: datetime,
+                        pending: Pending) -> None:
+    """21610: the recipient unsubscribed at the carrier. Landline/filtered/unreachable codes stop further sends."""
+    if error_code is None:
+        return
+    lead = session.get(Lead, message.lead_id)
+    if error_code in OPTED_OUT_ERRORS:
+        opt_out(session, lead, tenant_id=message.tenant_id, source=f"carrier_{error_code}", now=now, pending=pending)
+    elif error_code in STOP_SENDING_ERRORS and lead.undeliverable_code is None:
+        lead.undeliverable_code = error_code

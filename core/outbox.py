@@ -8,6 +8,7 @@ process dies first, the relay (sync/relay.py) finds the rows and enqueues them.
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -24,6 +25,17 @@ class Kind(str, enum.Enum):
     crm_record_booking = "crm_record_booking"
     offer_slots = "offer_slots"
     book_slot = "book_slot"
+    followup = "followup"
+    notify_staff = "notify_staff"
+
+
+class Deferred(Exception):
+    """Raised by a handler that must not run yet (quiet hours): the row waits until `until`."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(f"deferred until {until.isoformat()}: {reason}")
+        self.until = until
+        self.reason = reason
 
 
 class Dispatcher(Protocol):
@@ -38,20 +50,23 @@ class Pending:
     def __init__(self) -> None:
         self.ids: list[int] = []
 
-    def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any]) -> OutboxRow:
+    def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any],
+            not_before: datetime | None = None) -> OutboxRow:
         """Write the intent once per `key`; a second call with the same key returns the first row."""
         existing = session.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == key))
         if existing is not None:
             return existing
-        row = OutboxRow(tenant_id=tenant_id, kind=kind.value, payload=payload, idempotency_key=key)
+        row = OutboxRow(tenant_id=tenant_id, kind=kind.value, payload=payload, idempotency_key=key,
+                        not_before=not_before)
         session.add(row)
         session.flush()
         self.ids.append(row.id)
         return row
 
 
-def log_conversation_later(session: Session, conversation: Conversation, pending: Pending) -> None:
+def log_conversation_later(session: Session, conversation: Conversation, pending: Pending, *,
+                           reason: str = "") -> None:
     """Ask for the transcript to be pushed to the CRM as it stands now (keyed by length, so it is pushed once)."""
     count = session.query(Message).filter(Message.conversation_id == conversation.id).count()
     pending.add(session, tenant_id=conversation.tenant_id, kind=Kind.crm_log_conversation,
-                key=f"crm-log:{conversation.id}:{count}", payload={"conversation_id": conversation.id})
+                key=f"crm-log:{conversation.id}:{count}:{reason}", payload={"conversation_id": conversation.id})

@@ -1,15 +1,26 @@
 """A call arrives, a call is missed, and the first text goes out (or a recorded reason why not).
 
-Policy before the first text, in this order; the first that applies is recorded
-on the call as `skip_reason`:
+Is it a miss?  DialCallStatus no-answer | busy | failed | canceled; or completed when
+the answering side was a machine (AnsweredBy machine_* / fax) or the bridged call
+lasted less than `missed_call.min_answered_seconds`. In mode `forwarded` every call is.
 
-1. invalid_number     the caller id is missing, withheld or not a phone number
-2. internal_number    the caller is one of the tenant's own numbers or staff (forward_to)
-3. opted_out          the caller has opted out of this tenant's texts
-4. active_conversation the caller is already in an open conversation (no second opener)
-5. cooldown           the caller was texted back less than cooldown_hours ago
+Policy before the first text, in this order; the first that applies is recorded on
+the call as `skip_reason`:
 
-Later issues add blocklists, line type, delay, hours and quiet hours here.
+ 1. invalid_number       caller id withheld, missing or not a phone number
+ 2. blocklisted          the tenant's blocklist
+ 3. internal_number      the tenant's own numbers and staff (forward_to, handoff_to)
+ 4. opted_out            the caller opted out of this tenant's texts
+ 5. do_not_text          staff marked the contact do-not-text (CRM)
+ 6. undeliverable        an earlier send failed with a carrier code that stops sends (landline, filtered)
+ 7. active_conversation  the caller is already in an open conversation
+ 8. cooldown             texted back less than `cooldown_hours` ago (several rings count once)
+At send time (sync/messaging.py), because they need a vendor call or the passage of time:
+ 9. landline             line-type lookup (when enabled) says the number cannot receive SMS
+10. answered_meanwhile   with `delay_seconds`, the caller called again and was answered
+11. quiet hours          outside 08:00-21:00 in the caller's time zone the first text goes out
+                         only if `quiet_hours.first_reply_anytime` (default yes); follow-ups wait
+Business hours choose the in-hours or the after-hours first message.
 """
 
 from __future__ import annotations
@@ -20,9 +31,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.config import Tenant, to_e164
+from core.config import MissedCallSettings, Tenant, to_e164
 from core.engine.conversation import opening
 from core.engine.playbook import load_playbook
+from core.hours import is_open, label_opening, next_opening
 from core.outbox import Kind, Pending
 from core.store.repo import add_outbound, lead_for, open_conversation
 from core.store.tables import Call, Conversation
@@ -37,16 +49,30 @@ WITHHELD_CALLER_IDS = frozenset({"anonymous", "restricted", "unknown", "unavaila
 @dataclass(frozen=True)
 class MissedCallOutcome:
     call_id: int
+    missed: bool
     texted: bool
     skip_reason: str | None
     duplicate: bool = False
 
 
-def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str) -> Call:
+def is_missed(*, dial_status: str, answered_by: str | None, duration: int | None,
+              settings: MissedCallSettings) -> bool:
+    if dial_status in MISSED_DIAL_STATUSES:
+        return True
+    if dial_status != "completed":
+        return False
+    if answered_by and (answered_by.startswith("machine") or answered_by == "fax"):
+        return True
+    return duration is not None and duration < settings.min_answered_seconds
+
+
+def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str,
+                 source: str = "twilio") -> Call:
     """Record a ringing call once per CallSid; a retried webhook returns the same row."""
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
-        call = Call(tenant_id=tenant.id, call_sid=call_sid, from_number=caller, to_number=called, status="ringing")
+        call = Call(tenant_id=tenant.id, call_sid=call_sid, from_number=caller, to_number=called, status="ringing",
+                    source=source)
         session.add(call)
         session.flush()
     return call
@@ -54,16 +80,17 @@ def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str
 
 def dial_completed(
     session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, dial_status: str,
-    now: datetime, pending: Pending,
+    now: datetime, pending: Pending, answered_by: str | None = None, duration: int | None = None,
 ) -> MissedCallOutcome:
     """The staff phones were rung; decide whether the call was missed and text back if so."""
     call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called)
     if call.status != "ringing":
-        return MissedCallOutcome(call.id, call.texted, call.skip_reason, duplicate=True)
-    call.dial_status = dial_status
-    if dial_status not in MISSED_DIAL_STATUSES:
+        return MissedCallOutcome(call.id, call.status == "missed", call.texted, call.skip_reason, duplicate=True)
+    call.dial_status, call.answered_by, call.duration_seconds = dial_status, answered_by, duration
+    if not is_missed(dial_status=dial_status, answered_by=answered_by, duration=duration, settings=tenant.missed_call):
         call.status = "answered"
-        return MissedCallOutcome(call.id, False, None)
+        _link_lead(session, tenant, call)
+        return MissedCallOutcome(call.id, False, False, None)
     return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
 
 
@@ -73,8 +100,22 @@ def forwarded_call(
     """The business's own phone system forwarded an unanswered call: it is missed by definition."""
     call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called)
     if call.status != "ringing":
-        return MissedCallOutcome(call.id, call.texted, call.skip_reason, duplicate=True)
+        return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
     call.dial_status = "forwarded"
+    return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
+
+
+def reported_missed_call(
+    session: Session, *, tenant: Tenant, idempotency_key: str, caller: str, called: str, occurred_at: datetime,
+    now: datetime, pending: Pending,
+) -> MissedCallOutcome:
+    """Another phone system reports a miss (POST /api/v1/missed-calls): same policy, same dedupe."""
+    call = call_started(session, tenant=tenant, call_sid=f"api:{tenant.id}:{idempotency_key}", caller=caller,
+                        called=called, source="api")
+    if call.status != "ringing":
+        return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
+    call.created_at = min(occurred_at, now)
+    call.dial_status = "reported"
     return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
 
 
@@ -83,33 +124,48 @@ def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pend
     reason = _skip_reason(session, tenant=tenant, call=call, now=now)
     if reason is not None:
         call.skip_reason = reason
-        return MissedCallOutcome(call.id, False, reason)
-    lead = lead_for(session, tenant_id=tenant.id, phone=call.from_number)
-    call.lead_id = lead.id
+        return MissedCallOutcome(call.id, True, False, reason)
     call.texted = True
-    start_conversation(session, tenant=tenant, lead_id=lead.id, business_number=call.to_number,
-                       call_id=call.id, pending=pending)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{lead.id}:call:{call.id}",
-                payload={"lead_id": lead.id})
-    return MissedCallOutcome(call.id, True, None)
+    if is_open(tenant.hours, tenant.zone, now):
+        situation, opens = "first_in_hours", None
+    else:
+        opening_at = next_opening(tenant.hours, tenant.zone, now)
+        situation, opens = "first_after_hours", label_opening(opening_at, tenant.zone, now) if opening_at else "soon"
+    delay = tenant.missed_call.delay_seconds
+    start_conversation(session, tenant=tenant, lead_id=call.lead_id, business_number=call.to_number, call_id=call.id,
+                       pending=pending, situation=situation, opens=opens, purpose="first",
+                       not_before=now + timedelta(seconds=delay) if delay else None)
+    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{call.lead_id}:call:{call.id}",
+                payload={"lead_id": call.lead_id})
+    return MissedCallOutcome(call.id, True, True, None)
 
 
 def start_conversation(
     session: Session, *, tenant: Tenant, lead_id: int, business_number: str, call_id: int | None, pending: Pending,
+    situation: str = "first_in_hours", opens: str | None = None, purpose: str = "reply",
+    not_before: datetime | None = None,
 ) -> Conversation:
     playbook = load_playbook(tenant.vertical.value)
     state, question = opening(playbook)
-    text = tenant.templates.render("first_in_hours", business=tenant.name, question=question)
+    text = tenant.templates.render(situation, business=tenant.name, question=question, opens=opens)
     conversation = Conversation(
         tenant_id=tenant.id, lead_id=lead_id, call_id=call_id, business_number=business_number,
         playbook=playbook.id, state=state.phase.value, step=state.step, answers={}, offered_slots=[],
     )
     session.add(conversation)
     session.flush()
-    message = add_outbound(session, conversation=conversation, body=text)
+    message = add_outbound(session, conversation=conversation, body=text, purpose=purpose)
     pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload={"message_id": message.id})
+                payload={"message_id": message.id, "call_id": call_id}, not_before=not_before)
     return conversation
+
+
+def _link_lead(session: Session, tenant: Tenant, call: Call) -> None:
+    try:
+        call.from_number = to_e164(call.from_number)
+    except ValueError:
+        return
+    call.lead_id = lead_for(session, tenant_id=tenant.id, phone=call.from_number).id
 
 
 def _skip_reason(session: Session, *, tenant: Tenant, call: Call, now: datetime) -> str | None:
@@ -120,12 +176,18 @@ def _skip_reason(session: Session, *, tenant: Tenant, call: Call, now: datetime)
     except ValueError:
         return "invalid_number"
     call.from_number = caller
-    if caller in tenant.phone_numbers or caller in tenant.forward_to:
+    if caller in tenant.blocklist:
+        return "blocklisted"
+    if caller in tenant.phone_numbers or caller in tenant.forward_to or caller in tenant.handoff_to:
         return "internal_number"
     lead = lead_for(session, tenant_id=tenant.id, phone=caller)
     call.lead_id = lead.id
     if lead.opted_out_at is not None:
         return "opted_out"
+    if lead.do_not_text:
+        return "do_not_text"
+    if lead.undeliverable_code is not None:
+        return "undeliverable"
     if open_conversation(session, lead_id=lead.id) is not None:
         return "active_conversation"
     cooldown_start = now - timedelta(hours=tenant.missed_call.cooldown_hours)

@@ -55,14 +55,24 @@ def bind(broker: dramatiq.Broker) -> None:
 
 
 class DramatiqDispatcher:
-    """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone."""
+    """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone.
 
-    def __init__(self, runtime: Runtime) -> None:
+    Rows due later go out with a broker delay (`delay_later_rows`), or are left to the relay,
+    which sends them once due; the relay also re-sends them if a delayed delivery is lost.
+    """
+
+    def __init__(self, runtime: Runtime, *, delay_later_rows: bool = True) -> None:
         self.runtime = runtime
+        self.delay_later_rows = delay_later_rows
 
     def dispatch(self, outbox_ids: list[int]) -> None:
-        from sync.relay import mark_enqueued
+        from sync.relay import due_times, mark_enqueued
 
-        for outbox_id in outbox_ids:
-            run_outbox.send(outbox_id)
-        mark_enqueued(self.runtime, outbox_ids)
+        now, sent = self.runtime.now(), []
+        for outbox_id, not_before in due_times(self.runtime, outbox_ids).items():
+            delay_ms = int((not_before - now).total_seconds() * 1000) if not_before else 0
+            if delay_ms > 0 and not self.delay_later_rows:
+                continue
+            run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms if delay_ms > 0 else None)
+            sent.append(outbox_id)
+        mark_enqueued(self.runtime, sent)

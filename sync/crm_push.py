@@ -12,7 +12,7 @@ from core.config import Tenant
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
 from core.store.repo import external_id, remember_external_id, transcript
-from core.store.tables import Booking, Conversation, Lead
+from core.store.tables import Booking, Call, Conversation, Lead
 from sync.runtime import Runtime
 
 
@@ -41,11 +41,12 @@ def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: P
     conversation_id = payload["conversation_id"]
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
+        call = session.get(Call, conversation.call_id) if conversation.call_id else None
         lines = [TranscriptLine(at=m.created_at, direction=Direction(m.direction), body=m.body)
                  for m in transcript(session, conversation_id=conversation_id) if m.status != "suppressed"]
         log = ConversationLog(
             title=f"textback conversation with {_phone(session, conversation)} ({tenant.name})",
-            summary=f"Outcome: {conversation.outcome or conversation.state}",
+            summary=_summary(conversation, call),
             answers={k: str(v) for k, v in conversation.answers.items()},
             lines=lines,
         )
@@ -100,6 +101,17 @@ def _upsert(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, wr
     with runtime.db.transaction() as session:
         remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
                              local_id=local_id, external_id=new_id)
+
+
+def _summary(conversation: Conversation, call: Call | None) -> str:
+    parts = [f"Outcome: {conversation.outcome or conversation.state}"]
+    if conversation.handoff_summary:
+        parts.append(f"Handoff: {conversation.handoff_summary}")
+    if call is not None and call.recording_url:
+        parts.append(f"Voicemail: {call.recording_url}")
+    if call is not None and call.transcription:
+        parts.append(f"Voicemail transcription: {call.transcription}")
+    return "\n".join(parts)
 
 
 def _phone(session, conversation: Conversation) -> str:

@@ -20,7 +20,8 @@ from sqlalchemy import or_, update
 
 from connectors.base import AuthExpired, ConnectorError, Rejected
 from core.config import Tenant
-from core.outbox import Kind, Pending
+from core.outbox import Deferred, Kind, Pending
+from core.store import connections
 from core.store.tables import OutboxRow
 from sync.runtime import Runtime
 
@@ -41,6 +42,8 @@ def handlers() -> dict[str, Handler]:
 
     return {
         Kind.send_sms.value: messaging.send_sms,
+        Kind.followup.value: messaging.send_followup,
+        Kind.notify_staff.value: messaging.notify_staff,
         Kind.crm_sync_lead.value: crm_push.sync_lead,
         Kind.crm_log_conversation.value: crm_push.log_conversation,
         Kind.crm_upsert_opportunity.value: crm_push.upsert_opportunity,
@@ -63,6 +66,10 @@ def execute(runtime: Runtime, outbox_id: int) -> None:
         if not claimed:
             return  # done already, or another worker is on it: a duplicate delivery is a no-op
         row = session.get(OutboxRow, outbox_id)
+        if row.not_before is not None and row.not_before > now:
+            # Delivered early (a delayed message, a replay): leave it for the relay to send when due.
+            row.claimed_until, row.enqueued_at, row.attempts = None, None, row.attempts - 1
+            return
         kind, tenant_id, payload = row.kind, row.tenant_id, dict(row.payload)
     tenant = runtime.tenants.get(tenant_id)
     if tenant is None:
@@ -71,8 +78,13 @@ def execute(runtime: Runtime, outbox_id: int) -> None:
     pending = Pending()
     try:
         handlers()[kind](runtime, tenant, payload, pending)
+    except Deferred as exc:
+        _defer(runtime, outbox_id, exc)
+        runtime.dispatch(pending.ids)
+        return
     except AuthExpired as exc:
         _finish(runtime, outbox_id, "parked", f"needs re-auth: {exc}")
+        _flag_connection(runtime, tenant_id, kind, exc)
         return
     except Rejected as exc:
         _finish(runtime, outbox_id, "failed", f"rejected: {exc}")
@@ -82,6 +94,26 @@ def execute(runtime: Runtime, outbox_id: int) -> None:
         raise
     _finish(runtime, outbox_id, "done", None)
     runtime.dispatch(pending.ids)
+
+
+# The connector role each handler module talks to; a job of another module flags no connection.
+_ROLE_OF_MODULE = {"sync.messaging": "sms", "sync.crm_push": "crm", "sync.scheduling": "calendar"}
+
+
+def _flag_connection(runtime: Runtime, tenant_id: str, kind: str, exc: AuthExpired) -> None:
+    """Mark the tenant's OAuth connection for the job's role needs_reauth (a no-op for config-only credentials)."""
+    role = _ROLE_OF_MODULE.get(handlers()[kind].__module__)
+    if role is not None:
+        with runtime.db.transaction() as session:
+            connections.mark_needs_reauth(session, tenant_id=tenant_id, role=role, reason=str(exc), now=runtime.now())
+
+
+def _defer(runtime: Runtime, outbox_id: int, deferred: Deferred) -> None:
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        row.not_before, row.claimed_until, row.enqueued_at = deferred.until, None, None
+        row.last_error = f"deferred: {deferred.reason}"
+    runtime.dispatch([outbox_id])
 
 
 def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
@@ -25,6 +25,7 @@ def relay_pending(
         ids = list(session.scalars(
             select(OutboxRow.id).where(
                 OutboxRow.status == "pending",
+                or_(OutboxRow.not_before.is_(None), OutboxRow.not_before <= now),
                 or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
                 or_(and_(OutboxRow.enqueued_at.is_(None), OutboxRow.created_at <= now - grace),
                     OutboxRow.enqueued_at <= now - stale_after),
@@ -34,6 +35,15 @@ def relay_pending(
         log.info("relay: re-enqueueing %d outbox rows", len(ids))
         dispatcher.dispatch(ids)
     return ids
+
+
+def due_times(runtime: Runtime, outbox_ids: list[int]) -> dict[int, datetime | None]:
+    if not outbox_ids:
+        return {}
+    with runtime.db.transaction() as session:
+        rows = session.execute(select(OutboxRow.id, OutboxRow.not_before).where(OutboxRow.id.in_(outbox_ids)))
+        found = dict(rows.all())
+    return {i: found.get(i) for i in outbox_ids}
 
 
 def mark_enqueued(runtime: Runtime, outbox_ids: list[int]) -> None:

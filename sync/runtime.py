@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from connectors import registry
+from connectors.oauth import TokenProvider, uses_oauth
 from core.config import Settings, Tenant, TenantDirectory, load_tenants
 from core.outbox import Dispatcher
 from core.store.db import Database
 
-ConnectorFactory = Callable[[BaseModel], Any]
+ConnectorFactory = Callable[..., Any]  # (config, **injected clients) -> connector
 
 
 class Runtime:
@@ -52,7 +53,10 @@ class Runtime:
         key = (tenant.id, role)
         with self._lock:
             if key not in self._connectors:
-                self._connectors[key] = self._factory(config)
+                # An OAuth-authorized connector gets its tokens from the connection `textback connect` stored.
+                injected = {"token": TokenProvider.for_config(config, db=self.db, secret_keys=self.settings.secret_keys,
+                                                              tenant_id=tenant.id, role=role)} if uses_oauth(config) else {}
+                self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 
     def dispatch(self, outbox_ids: list[int]) -> None:

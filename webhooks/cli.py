@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, Settings, load_tenants
+from webhooks import cli_connect
 
 app = typer.Typer(help="textback: missed-call text-back, qualification and booking.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
@@ -20,6 +21,7 @@ outbox_app = typer.Typer(help="Durable jobs: inspect and replay.", no_args_is_he
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(outbox_app, name="outbox")
+cli_connect.register(app)  # `connect`, `connectors list | rotate-keys | new-key`
 
 
 def _runtime(settings: Settings, **kwargs):

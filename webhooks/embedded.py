@@ -13,7 +13,7 @@ from datetime import datetime
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from connectors import registry
 from core.config import Settings, TenantDirectory
@@ -21,13 +21,15 @@ from core.store.db import Database
 from core.store.tables import OutboxRow
 from sandbox.server import ServedApp, free_port
 from sync import actors
+from sync.relay import RelayThread
 from sync.runtime import Runtime
 from webhooks.app import create_app
 
 
 class Embedded:
     def __init__(self, *, db: Database, tenants: TenantDirectory, connector_factory=registry.build,
-                 clock: Callable[[], datetime] | None = None, worker_threads: int = 2) -> None:
+                 clock: Callable[[], datetime] | None = None, worker_threads: int = 2,
+                 relay_interval: float = 5.0) -> None:
         port = free_port("127.0.0.1")
         settings = Settings(database_url=db.url, public_url=f"http://127.0.0.1:{port}", redis_url="stub://",
                             config=tenants.source or "tenants.yaml")
@@ -36,8 +38,10 @@ class Embedded:
         self.broker = StubBroker()
         actors.bind(self.broker)
         actors.configure(self.runtime)
-        self.runtime.dispatcher = actors.DramatiqDispatcher(self.runtime)
+        # In memory, rows due later wait in the database for the relay, not in the broker's delay queue.
+        self.runtime.dispatcher = actors.DramatiqDispatcher(self.runtime, delay_later_rows=False)
         self.worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, worker_timeout=50)
+        self.relay = RelayThread(self.runtime, self.runtime.dispatcher, interval=relay_interval)
         self.server = ServedApp(create_app(self.runtime), port=port)
 
     @property
@@ -46,11 +50,13 @@ class Embedded:
 
     def start(self) -> "Embedded":
         self.worker.start()
+        self.relay.start()
         self.server.start()
         return self
 
     def stop(self) -> None:
         self.server.stop()
+        self.relay.stop()
         self.worker.stop()
 
     def __enter__(self) -> "Embedded":
@@ -60,13 +66,12 @@ class Embedded:
         self.stop()
 
     def drain(self, *, timeout: float = 30.0) -> None:
-        """Wait until every dispatched outbox row has run (including follow-ups and delayed retries)."""
+        """Wait until every dispatched outbox row that is due has run (follow-ups, retries included)."""
         deadline = time.monotonic() + timeout
         while True:
             remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            for queue in ("outbox", "outbox.DQ"):
-                if queue in self.broker.queues or queue in self.broker.delay_queues:
-                    self.broker.join(queue, timeout=remaining_ms, fail_fast=False)
+            if "outbox" in self.broker.queues:
+                self.broker.join("outbox", timeout=remaining_ms, fail_fast=False)
             self.worker.join()
             if self.pending_dispatched() == 0:
                 return
@@ -75,6 +80,9 @@ class Embedded:
             time.sleep(0.02)
 
     def pending_dispatched(self) -> int:
+        """Rows handed to the queue and due now (rows deferred to later are not waited for)."""
+        now = self.runtime.now()
         with self.runtime.db.transaction() as session:
             return session.scalar(select(func.count()).select_from(OutboxRow).where(
-                OutboxRow.status == "pending", OutboxRow.enqueued_at.is_not(None)))
+                OutboxRow.status == "pending", OutboxRow.enqueued_at.is_not(None),
+                or_(OutboxRow.not_before.is_(None), OutboxRow.not_before <= now)))

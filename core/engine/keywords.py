@@ -37,3 +37,22 @@ def keyword(body: str) -> Keyword | None:
     if word in START_WORDS:
         return Keyword.start
     return None
+
+
+# Consent can be revoked "through any reasonable means" (FCC), not only by keyword.
+_REVOCATIONS = re.compile(
+    r"\b(?:stop|quit|cease)\s+(?:texting|messaging|contacting|sending|txting)\b"
+    r"|\b(?:don'?t|do\s+not|dont|never)\s+(?:text|message|txt|contact|msg)\s+me\b"
+    r"|\b(?:remove|unsubscribe)\s+me\b|\btake\s+me\s+off\b"
+    r"|\bwrong\s+(?:number|person|#)\b"
+    r"|\bno\s+more\s+(?:texts|messages|txts)\b"
+    r"|\bleave\s+me\s+alone\b"
+    r"|\blose\s+(?:this|my)\s+number\b"
+    r"|\bopt\s*-?\s*out\b",
+    re.I,
+)
+
+
+def revokes_consent(body: str) -> bool:
+    """A free-text message that withdraws consent: "stop texting me please", "wrong number", "remove me"."""
+    return bool(_REVOCATIONS.search(body.replace("’", "'")))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,7 +27,7 @@ def open_conversation(session: Session, *, lead_id: int) -> Conversation | None:
     )
 
 
-def add_outbound(session: Session, *, conversation: Conversation, body: str) -> Message:
+def add_outbound(session: Session, *, conversation: Conversation, body: str, purpose: str = "reply") -> Message:
     message = Message(
         tenant_id=conversation.tenant_id,
         conversation_id=conversation.id,
@@ -38,6 +36,7 @@ def add_outbound(session: Session, *, conversation: Conversation, body: str) -> 
         direction="outbound",
         body=body,
         status="queued",
+        purpose=purpose,
     )
     session.add(message)
     session.flush()
@@ -75,17 +74,3 @@ def remember_external_id(
                                local_id=local_id, external_id=external_id))
     else:
         row.external_id = external_id
-
-
-def opt_out(session: Session, lead: Lead, *, source: str, now: datetime) -> None:
-    """Opt the lead out, close its conversations and suppress anything still queued to it."""
-    if lead.opted_out_at is None:
-        lead.opted_out_at = now
-        lead.opt_out_source = source
-    for conversation in session.scalars(select(Conversation).where(
-            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
-        conversation.state = "opted_out"
-        conversation.closed_at = now
-    for message in session.scalars(select(Message).where(
-            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
-        message.status = "suppressed"

@@ -58,8 +58,10 @@ def _rows(runtime: Runtime) -> list[OutboxRow]:
 def test_a_missed_call_is_texted_through_redis(redis_runtime, stack):
     _miss_a_call(redis_runtime)
 
-    _wait_for(lambda: all(r.status == "done" for r in _rows(redis_runtime)))
+    _wait_for(lambda: all(r.status == "done" for r in _rows(redis_runtime) if r.kind != "followup"))
     assert len(texts_to(stack)) == 1
+    [followup] = [r for r in _rows(redis_runtime) if r.kind == "followup"]
+    assert followup.status == "pending" and followup.not_before > redis_runtime.now()
 
 
 def test_a_429_with_retry_after_is_retried_after_the_delay_and_sent_once(redis_runtime, stack):

@@ -69,7 +69,8 @@ def texts_to(stack: SandboxStack, number: str = CALLER) -> list[str]:
 
 
 def miss_a_call(phone: SandboxPhone, *, call_sid: str = "CA" + "1" * 32, caller: str = CALLER,
-                status: str = "no-answer") -> httpx.Response:
+                status: str = "no-answer", duration: int = 0, answered_by: str | None = None) -> httpx.Response:
     ring = phone.ring(call_sid=call_sid, caller=caller, to=BUSINESS)
     assert ring.status_code == 200, ring.text
-    return phone.dial_complete(call_sid=call_sid, caller=caller, to=BUSINESS, dial_status=status)
+    return phone.dial_complete(call_sid=call_sid, caller=caller, to=BUSINESS, dial_status=status,
+                               duration=duration, answered_by=answered_by)

@@ -19,7 +19,7 @@ def test_the_voice_webhook_rings_the_staff_with_a_dial_action(phone, textback):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/xml")
     assert '<Dial action="/twilio/voice/dial-complete" method="POST" timeout="18">' in response.text
-    assert f"<Number>{STAFF}</Number>" in response.text
+    assert f'<Number machineDetection="Enable">{STAFF}</Number>' in response.text
 
 
 def test_a_missed_call_gets_one_text_naming_the_business_and_saying_it_is_automated(phone, textback, stack):
@@ -42,7 +42,7 @@ def test_the_caller_becomes_a_hubspot_contact(phone, textback, stack):
 
 
 def test_an_answered_call_sends_nothing(phone, textback, stack):
-    miss_a_call(phone, status="completed")
+    miss_a_call(phone, status="completed", duration=95, answered_by="human")
     textback.drain()
 
     assert texts_to(stack) == []

@@ -1,0 +1,66 @@
+"""Opt-out and opt-in: stored with time and source, honoured everywhere, pushed to the CRM.
+
+After an opt-out nothing is ever sent to that number for that tenant, except the
+one confirmation, and only when the SMS provider does not already send its own
+(Twilio answers the carrier keywords STOP, CANCEL, END, ... itself on long codes and
+blocks anything we send afterwards; it does not know about "stop texting me").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import Tenant
+from core.engine.conversation import OPEN_PHASES
+from core.outbox import Kind, Pending, log_conversation_later
+from core.store.tables import Conversation, Lead, Message, OptOutEvent
+
+
+
+def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: datetime, pending: Pending,
+            detail: str | None = None) -> bool:
+    """Opt the lead out; True when this changed anything (a repeated STOP changes nothing)."""
+    if lead.opted_out_at is not None:
+        return False
+    lead.opted_out_at, lead.opt_out_source = now, source
+    session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_out", source=source, detail=detail))
+    for conversation in session.scalars(select(Conversation).where(
+            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
+        conversation.state, conversation.outcome, conversation.closed_at = "opted_out", "opted_out", now
+    for message in session.scalars(select(Message).where(
+            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
+        message.status = "suppressed"
+    latest = session.scalar(select(Conversation).where(Conversation.lead_id == lead.id)
+                            .order_by(Conversation.id.desc()).limit(1))
+    if latest is not None:
+        if latest.outcome is None:
+            latest.outcome = "opted_out"
+        log_conversation_later(session, latest, pending)
+    else:
+        pending.add(session, tenant_id=tenant_id, kind=Kind.crm_sync_lead, key=f"crm-lead:{lead.id}:optout",
+                    payload={"lead_id": lead.id})
+    return True
+
+
+def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str) -> bool:
+    if lead.opted_out_at is None:
+        return False
+    lead.opted_out_at, lead.opt_out_source = None, None
+    session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_in", source=source))
+    return True
+
+
+def confirm_opt_out(session: Session, *, tenant: Tenant, lead: Lead, business_number: str, pending: Pending,
+                    appointment_note: str = "") -> Message:
+    """The one message an opted-out caller gets: the confirmation (purpose opt_out is exempt from suppression)."""
+    text = tenant.templates.render("opt_out_confirmation", business=tenant.name, appointment_note=appointment_note)
+    message = Message(tenant_id=tenant.id, conversation_id=None, lead_id=lead.id, business_number=business_number,
+                      direction="outbound", body=text, status="queued", purpose="opt_out")
+    session.add(message)
+    session.flush()
+    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
+                payload={"message_id": message.id})
+    return message
