@@ -25,6 +25,8 @@ class Kind(str, enum.Enum):
     crm_record_booking = "crm_record_booking"
     offer_slots = "offer_slots"
     book_slot = "book_slot"
+    reschedule_booking = "reschedule_booking"
+    cancel_booking = "cancel_booking"
     followup = "followup"
     notify_staff = "notify_staff"
 

@@ -66,13 +66,13 @@ def is_missed(*, dial_status: str, answered_by: str | None, duration: int | None
     return duration is not None and duration < settings.min_answered_seconds
 
 
-def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str,
+def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, now: datetime,
                  source: str = "twilio") -> Call:
     """Record a ringing call once per CallSid; a retried webhook returns the same row."""
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
         call = Call(tenant_id=tenant.id, call_sid=call_sid, from_number=caller, to_number=called, status="ringing",
-                    source=source)
+                    source=source, created_at=now)
         session.add(call)
         session.flush()
     return call
@@ -83,7 +83,7 @@ def dial_completed(
     now: datetime, pending: Pending, answered_by: str | None = None, duration: int | None = None,
 ) -> MissedCallOutcome:
     """The staff phones were rung; decide whether the call was missed and text back if so."""
-    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called)
+    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
     if call.status != "ringing":
         return MissedCallOutcome(call.id, call.status == "missed", call.texted, call.skip_reason, duplicate=True)
     call.dial_status, call.answered_by, call.duration_seconds = dial_status, answered_by, duration
@@ -98,7 +98,7 @@ def forwarded_call(
     session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, now: datetime, pending: Pending,
 ) -> MissedCallOutcome:
     """The business's own phone system forwarded an unanswered call: it is missed by definition."""
-    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called)
+    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
     if call.status != "ringing":
         return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
     call.dial_status = "forwarded"
@@ -111,10 +111,9 @@ def reported_missed_call(
 ) -> MissedCallOutcome:
     """Another phone system reports a miss (POST /api/v1/missed-calls): same policy, same dedupe."""
     call = call_started(session, tenant=tenant, call_sid=f"api:{tenant.id}:{idempotency_key}", caller=caller,
-                        called=called, source="api")
+                        called=called, now=min(occurred_at, now), source="api")
     if call.status != "ringing":
         return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
-    call.created_at = min(occurred_at, now)
     call.dial_status = "reported"
     return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
 

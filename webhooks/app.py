@@ -7,13 +7,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from sync.runtime import Runtime
-from webhooks import twilio_routes
+from webhooks import api_routes, twilio_routes
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="textback", version="0.1.0")
     app.state.runtime = runtime
     app.include_router(twilio_routes.router)
+    app.include_router(api_routes.router)
 
     @app.get("/healthz")
     def healthz(request: Request) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, Settings, load_tenants
+from core.templates import segments
 from webhooks import cli_connect
 
 app = typer.Typer(help="textback: missed-call text-back, qualification and booking.", no_args_is_help=True)
@@ -76,7 +77,25 @@ def config_check(path: Optional[Path] = typer.Argument(None, help="tenants YAML 
         for role in ("sms", "crm", "calendar"):
             config = tenant.connectors.get(role)
             typer.echo(f"  {role:<9}{config.type + ' at ' + (config.base_url or 'default URL') if config else 'not enabled'}")
+        for situation, text in sample_messages(tenant).items():
+            encoding, count = segments(text)
+            typer.echo(f"  template {situation:<21} {count} segment(s), {encoding}, {len(text)} chars")
     typer.echo(f"{path}: OK, {len(tenants.tenants)} tenant(s)")
+
+
+def sample_messages(tenant) -> dict[str, str]:
+    """Each template rendered with realistic values, to count SMS segments."""
+    from core.engine.conversation import opening
+    from core.engine.playbook import load_playbook
+    from core.templates import SITUATIONS
+
+    _, question = opening(load_playbook(tenant.vertical.value))
+    samples = {"business": tenant.name, "question": question, "opens": "tomorrow at 9:00 AM",
+               "slot": "Tue Dec 1, 10:00 AM", "timezone": tenant.timezone, "first_name": "",
+               "location": f" Location: {tenant.booking.location}." if tenant.booking.location else "",
+               "contact": tenant.contact or tenant.phone_numbers[0], "caller": "+15550100000",
+               "summary": "Family law, court date this week.", "conversation_id": "1234", "appointment_note": ""}
+    return {s: tenant.templates.render(s, **samples) for s in SITUATIONS}
 
 
 @app.command()
@@ -158,6 +177,18 @@ def outbox_replay(status: str = typer.Option("dead", help="replay rows in this s
         count = session.execute(update(OutboxRow).where(OutboxRow.status == status).values(
             status="pending", attempts=0, enqueued_at=None, claimed_until=None)).rowcount
     typer.echo(f"{count} row(s) set back to pending")
+
+
+@app.command("apikey")
+def apikey(tenant_id: str = typer.Argument(..., help="the tenant the key is for")) -> None:
+    """Make an API key for POST /api/v1/missed-calls; prints the key once and the hash for the tenants file."""
+    import secrets
+
+    from webhooks.api_routes import hash_key
+
+    key = "tbk_" + secrets.token_urlsafe(32)
+    typer.echo(f"API key for {tenant_id} (shown once; give it to the phone system): {key}")
+    typer.echo(f"add to tenant {tenant_id} in the tenants file:  api_key_sha256: {hash_key(key)}")
 
 
 @app.command()

@@ -56,7 +56,7 @@ async def voice(request: Request, verified: VerifiedRequest = Depends(verified_t
             s, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=runtime.now(), pending=p))
         return _twiml(_missed_answer(tenant, texted=outcome.texted))
     await run_in_threadpool(_in_transaction, runtime, lambda s, p: textback.call_started(
-        s, tenant=tenant, call_sid=call_sid, caller=caller, called=called))
+        s, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=runtime.now()))
     response = VoiceResponse()
     dial = response.dial(action=DIAL_COMPLETE, method="POST", timeout=tenant.missed_call.ring_seconds)
     for number in tenant.forward_to:

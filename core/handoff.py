@@ -1,0 +1,42 @@
+"""Handing a conversation to a person: staff are told, the bot stops, the CRM gets the summary.
+
+`request_handoff` does not text the caller: the engine's turn carries what the caller
+reads (the playbook's wording, or the tenant's `handoff_caller` template).
+A takeover (staff reply or the takeover flag) pauses the bot for that conversation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from core.config import Tenant
+from core.outbox import Kind, Pending, log_conversation_later
+from core.store.tables import Conversation, Lead
+
+
+def request_handoff(session: Session, *, tenant: Tenant, conversation: Conversation, summary: str,
+                    pending: Pending) -> None:
+    conversation.state = "handoff"
+    conversation.handoff_summary = summary
+    conversation.outcome = conversation.outcome or "handoff"
+    caller = session.get(Lead, conversation.lead_id).phone
+    text = tenant.templates.render("handoff_staff", business=tenant.name, caller=caller, summary=summary,
+                                   conversation_id=str(conversation.id))
+    for staff in tenant.handoff_to:
+        pending.add(session, tenant_id=tenant.id, kind=Kind.notify_staff,
+                    key=f"handoff:{conversation.id}:{staff}",
+                    payload={"to": staff, "from": conversation.business_number, "body": text})
+    log_conversation_later(session, conversation, pending, reason="handoff")
+
+
+def take_over(session: Session, *, conversation: Conversation, by: str, now: datetime, pending: Pending) -> bool:
+    """Staff take the conversation: the bot sends nothing more in it. True when this changed anything."""
+    if conversation.paused:
+        return False
+    conversation.paused = True
+    conversation.outcome = conversation.outcome or "taken_over"
+    conversation.handoff_summary = (conversation.handoff_summary or "") + f" Taken over by {by} at {now:%Y-%m-%d %H:%M}Z."
+    log_conversation_later(session, conversation, pending, reason="takeover")
+    return True

@@ -1,0 +1,109 @@
+"""The API for other phone systems and admin tools, authenticated by a per-tenant key (bearer token).
+
+Keys are stored as SHA-256 hashes in the tenants file (`api_key_sha256`); `textback apikey new`
+makes one. A missing key answers 401, a wrong one 403, and neither leaves a trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from core import handoff, textback
+from core.config import Tenant, to_e164
+from core.outbox import Pending
+from core.store.tables import Conversation
+from sync.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+
+class MissedCallReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    caller: str = Field(description="The caller's number, E.164 preferred", examples=["+13105550123"])
+    called: str = Field(description="The business number that was called (identifies the tenant)",
+                        examples=["+15550001111"])
+    occurred_at: datetime = Field(description="When the call was missed (ISO 8601 with offset)")
+    idempotency_key: str = Field(min_length=1, max_length=100,
+                                 description="Unique per call in your system; a retry with the same key does nothing")
+
+
+class MissedCallResult(BaseModel):
+    call_id: int
+    texted: bool
+    skip_reason: str | None = Field(description="Why no text was sent (see the README's policy order)")
+    duplicate: bool
+
+
+class TakeoverResult(BaseModel):
+    conversation_id: int
+    paused: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _authorise(tenant: Tenant, authorization: str | None) -> None:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, "send the tenant's API key as Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if tenant.api_key_sha256 is None or not hmac.compare_digest(hash_key(authorization[7:].strip()),
+                                                                  tenant.api_key_sha256):
+        raise HTTPException(403, "this API key is not valid for the tenant that owns the number")
+
+
+@router.post("/missed-calls", response_model=MissedCallResult, status_code=202,
+             responses={401: {"description": "no API key"}, 403: {"description": "wrong API key"},
+                        404: {"description": "no tenant owns `called`"}})
+async def report_missed_call(report: MissedCallReport, request: Request,
+                             authorization: str | None = Header(None)) -> MissedCallResult:
+    """Report a missed call from another phone system; the same policy and dedupe as Twilio calls apply."""
+    runtime: Runtime = request.app.state.runtime
+    tenant = runtime.tenants.by_number(report.called)
+    if tenant is None:
+        raise HTTPException(404, f"no tenant owns the number {report.called}")
+    _authorise(tenant, authorization)
+    if report.occurred_at.tzinfo is None:
+        raise HTTPException(422, "occurred_at needs a UTC offset, e.g. 2026-11-27T14:03:00-05:00")
+
+    def work():
+        pending = Pending()
+        with runtime.db.transaction() as session:
+            outcome = textback.reported_missed_call(
+                session, tenant=tenant, idempotency_key=report.idempotency_key, caller=report.caller,
+                called=to_e164(report.called),
+                occurred_at=report.occurred_at, now=runtime.now(), pending=pending)
+        runtime.dispatch(pending.ids)
+        return outcome
+
+    outcome = await run_in_threadpool(work)
+    return MissedCallResult(call_id=outcome.call_id, texted=outcome.texted, skip_reason=outcome.skip_reason,
+                            duplicate=outcome.duplicate)
+
+
+@router.post("/conversations/{conversation_id}/takeover", response_model=TakeoverResult)
+async def takeover(conversation_id: int, request: Request, authorization: str | None = Header(None),
+                   by: str = "staff") -> TakeoverResult:
+    """Staff take a conversation over: the bot sends nothing more in it."""
+    runtime: Runtime = request.app.state.runtime
+
+    def work():
+        pending = Pending()
+        with runtime.db.transaction() as session:
+            conversation = session.get(Conversation, conversation_id)
+            tenant = runtime.tenants.get(conversation.tenant_id) if conversation else None
+            if conversation is None or tenant is None:
+                raise HTTPException(404, f"no conversation {conversation_id}")
+            _authorise(tenant, authorization)
+            handoff.take_over(session, conversation=conversation, by=by, now=runtime.now(), pending=pending)
+        runtime.dispatch(pending.ids)
+        return TakeoverResult(conversation_id=conversation_id, paused=True)
+
+    return await run_in_threadpool(work)
