@@ -3,7 +3,8 @@
 Credentials are the JSON of a service-account key (an extra `"subject"` key makes it
 impersonate that Workspace user through domain-wide delegation) or an authorized_user
 JSON. Either refreshes against the file's `token_uri`, which is how the sandbox stands in
-for Google.
+for Google. Without credentials, an `oauth:` block names the client a person authorized
+with `textback connect`, and the injected `token` (connectors/oauth.py) supplies the tokens.
 
 Idempotency: the Google event id is derived from `EventRequest.key`, so a retried insert
 answers 409 `duplicate` and we return the event the earlier attempt created.
@@ -17,7 +18,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
 import google.auth.credentials
@@ -29,7 +30,7 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import HttpRequest
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import (
     AuthExpired,
@@ -42,6 +43,7 @@ from connectors.base import (
     error_for_status,
     parse_retry_after,
 )
+from connectors.oauth import OAuthApp, TokenProvider
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
 GOOGLE_API = "https://www.googleapis.com"
@@ -60,17 +62,27 @@ _REQUIRED_FIELDS = {
 class GoogleCalendarConfig(ConnectorConfig):
     type: Literal["google"]
     calendars: list[str] = Field(min_length=1)
-    credentials: Secret = Field(
-        description='Service-account key JSON (optionally with "subject" for domain-wide delegation) '
+    credentials: Secret | None = Field(
+        None, description='Service-account key JSON (optionally with "subject" for domain-wide delegation) '
         "or authorized_user JSON"
     )
+    oauth: OAuthApp | None = Field(None, description="instead of credentials: a Google account authorized "
+                                   "with `textback connect`")
     base_url: str = GOOGLE_API
 
     @field_validator("credentials")
     @classmethod
-    def _credentials_are_a_known_kind(cls, value: SecretStr) -> SecretStr:
-        credential_info(value.get_secret_value())
+    def _credentials_are_a_known_kind(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            credential_info(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authorize(self) -> "GoogleCalendarConfig":
+        if (self.credentials is None) == (self.oauth is None):
+            raise ValueError("give exactly one of credentials (a service-account or authorized_user JSON) "
+                             "and oauth (a Google account authorized with `textback connect`)")
+        return self
 
 
 def credential_info(text: str) -> dict[str, Any]:
@@ -102,9 +114,15 @@ class GoogleCalendar:
     role: ClassVar[str] = "calendar"
     config_model: ClassVar[type[ConnectorConfig]] = GoogleCalendarConfig
 
-    def __init__(self, config: GoogleCalendarConfig, *, http: httplib2.Http | None = None) -> None:
+    def __init__(self, config: GoogleCalendarConfig, *, http: httplib2.Http | None = None,
+                 token: TokenProvider | None = None) -> None:
         self.config = config
-        credentials = _credentials(credential_info(config.credentials.get_secret_value()))
+        if config.credentials is not None:
+            credentials = _credentials(credential_info(config.credentials.get_secret_value()))
+        elif token is not None:
+            credentials = _StoredOAuthCredentials(token)
+        else:
+            raise ValueError("this calendar is authorized with `textback connect`; pass token=TokenProvider(...)")
         self._service = build(
             "calendar",
             "v3",
@@ -156,6 +174,15 @@ class GoogleCalendar:
             created = self._earlier_attempt(event, body)
         return CreatedEvent(external_id=created["id"], calendar_id=event.calendar_id, link=created.get("htmlLink"))
 
+    def update_event(self, *, calendar_id: str, external_id: str, start: datetime, end: datetime,
+                     timezone: str) -> None:
+        """Move the event (a patch: its summary, description and key stay as they are)."""
+        body = {"start": {"dateTime": start.isoformat(), "timeZone": timezone},
+                "end": {"dateTime": end.isoformat(), "timeZone": timezone}}
+        patch = self._service.events().patch(calendarId=calendar_id, eventId=external_id, body=body,
+                                             sendUpdates="none")
+        self._execute(patch, action="move event")
+
     def cancel_event(self, *, calendar_id: str, external_id: str) -> None:
         """Delete the event; one already deleted (410) or gone (404) counts as done."""
         delete = self._service.events().delete(calendarId=calendar_id, eventId=external_id, sendUpdates="none")
@@ -194,6 +221,21 @@ def _credentials(info: dict[str, Any]) -> google.auth.credentials.Credentials:
     user = UserCredentials.from_authorized_user_info(info)
     # from_authorized_user_info always sets Google's token endpoint; the file's own token_uri must win.
     return user.with_token_uri(info["token_uri"]) if info.get("token_uri") else user
+
+
+class _StoredOAuthCredentials(google.auth.credentials.Credentials):
+    """google-auth credentials over a TokenProvider: textback, not google-auth, refreshes and stores the tokens."""
+
+    def __init__(self, token: TokenProvider) -> None:
+        super().__init__()
+        self._provider = token
+
+    def refresh(self, request: Any) -> None:
+        # Called when the token is about to expire or the API answered 401: either way this token is spent.
+        tokens = self._provider.refresh(stale=self.token) if self.token else self._provider.current()
+        self.token = tokens.access_token
+        # google-auth compares expiry with naive UTC datetimes.
+        self.expiry = tokens.expires_at.astimezone(timezone.utc).replace(tzinfo=None) if tokens.expires_at else None
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.engine.interpreters.settings import InterpreterSettings
 from core.templates import Templates
 from core.yaml_lines import LocatedYAML, load_located
 
@@ -167,6 +168,7 @@ class Tenant(_Strict):
     quiet_hours: QuietHours = QuietHours()
     followups: FollowUpSettings = FollowUpSettings()
     templates: Templates = Templates()
+    interpreter: InterpreterSettings = InterpreterSettings()  # rules (offline) or an OpenAI-compatible llm
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                        description="SHA-256 of the key other phone systems send as a bearer token")
     connectors: dict[Literal["sms", "crm", "calendar"], Any] = {}

@@ -1,10 +1,16 @@
 """Google's OAuth 2.0 token endpoint (`POST /token`), and the bearer-token side of Google APIs.
 
-Two grants are served, the two kinds of credential textback accepts:
+Three grants are served, for the kinds of credential textback accepts:
 
 - the service-account JWT bearer grant (RFC 7523): the assertion is an RS256 JWT
   signed with the key of a service account this sandbox created;
-- the refresh-token grant, for an authorized_user JSON (client id, secret, refresh token).
+- the refresh-token grant, for an authorized_user JSON (client id, secret, refresh token)
+  and for tokens `textback connect` obtained;
+- the authorization-code grant behind `GET /o/oauth2/v2/auth`, as for a Desktop-app client:
+  any loopback redirect URI, PKCE (S256 or plain) checked on exchange, a refresh token only
+  with access_type=offline on first consent or prompt=consent, an ID token with `openid`.
+  `consenting_user` is who the "browser" is signed in as; consent is given at once, or
+  refused (`decline_consent`).
 
 Every access token maps to an identity (the service account's email, the subject it
 impersonates through domain-wide delegation, or the authorized user's email) and its
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import html
 import json
 import secrets
 import threading
@@ -33,11 +41,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+AUTHORIZE_PATH = "/o/oauth2/v2/auth"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_SHORT_SCOPES = {"email": "https://www.googleapis.com/auth/userinfo.email",
+                 "profile": "https://www.googleapis.com/auth/userinfo.profile"}
 ACCESS_TOKEN_LIFETIME = 3599
 _MAX_ASSERTION_LIFETIME = 3600
 _CLOCK_SKEW = 300
@@ -82,11 +94,35 @@ class _RefreshGrant:
     scopes: frozenset[str]
 
 
+@dataclass(frozen=True)
+class _AuthorizationCode:
+    client_id: str
+    redirect_uri: str
+    identity: str
+    scopes: frozenset[str]
+    offline: bool
+    challenge: str | None
+    challenge_method: str
+
+
+class AuthorizationPageError(Exception):
+    """An authorization request Google answers with an error page, not a redirect (the client is not trusted)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status, self.error, self.description = status, error, description
+
+
 @dataclass
 class GoogleOAuth:
     """In-memory token endpoint state: service accounts, OAuth clients, grants and tokens."""
 
     clock: Callable[[], float] = time.time
+    consenting_user: str = "owner@example.com"
+    decline_consent: bool = False
+    _codes: dict[str, _AuthorizationCode] = field(default_factory=dict)
+    _consented: set[tuple[str, str]] = field(default_factory=set)
+    _id_key: rsa.RSAPrivateKey | None = None
     _service_accounts: dict[str, _ServiceAccount] = field(default_factory=dict)
     _clients: dict[str, str] = field(default_factory=dict)
     _refresh_grants: dict[str, _RefreshGrant] = field(default_factory=dict)
@@ -140,6 +176,20 @@ class GoogleOAuth:
             "universe_domain": "googleapis.com",
         }
 
+    def new_client(self) -> dict:
+        """A Desktop-app OAuth client, as the Cloud console downloads its JSON."""
+        client_id = f"{secrets.randbelow(10**12):012d}-{secrets.token_hex(16)}.apps.googleusercontent.com"
+        client_secret = "GOCSPX-" + secrets.token_urlsafe(21)
+        with self._lock:
+            self._clients[client_id] = client_secret
+        return {"installed": {"client_id": client_id, "client_secret": client_secret,
+                              "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": GOOGLE_TOKEN_URI,
+                              "redirect_uris": ["http://localhost"]}}
+
+    def refresh_tokens_of(self, identity: str) -> list[str]:
+        with self._lock:
+            return [token for token, grant in self._refresh_grants.items() if grant.identity == identity]
+
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token and the access tokens minted from it, as the user's 'remove access' does."""
         with self._lock:
@@ -160,9 +210,47 @@ class GoogleOAuth:
             return None
         return grant
 
+    def authorize(self, params: Mapping[str, str]) -> str:
+        """The redirect (with `code` or `error`) for one authorization request, consented to at once."""
+        with self._lock:
+            known = params.get("client_id", "") in self._clients
+        if not known:
+            raise AuthorizationPageError(401, "invalid_client", "The OAuth client was not found.")
+        redirect_uri = params.get("redirect_uri", "")
+        target = urllib.parse.urlsplit(redirect_uri)
+        if target.scheme != "http" or target.hostname not in _LOOPBACK:
+            raise AuthorizationPageError(400, "redirect_uri_mismatch", "You can't sign in to this app because it "
+                                         "doesn't comply with Google's OAuth 2.0 policy.")
+        scopes = frozenset(_SHORT_SCOPES.get(s, s) for s in params.get("scope", "").split())
+        if not scopes:
+            raise AuthorizationPageError(400, "invalid_request", "Missing required parameter: scope")
+        method = params.get("code_challenge_method", "plain")
+        if method not in ("plain", "S256"):
+            raise AuthorizationPageError(400, "invalid_request", "Invalid code_challenge_method value.")
+        answer = {"state": params["state"]} if "state" in params else {}
+        if params.get("response_type") != "code":
+            answer |= {"error": "unsupported_response_type"}
+        elif self.decline_consent:
+            answer |= {"error": "access_denied"}
+        else:
+            code = "4/0" + secrets.token_urlsafe(48)
+            client_id, identity = params["client_id"], self.consenting_user
+            prompt = set(params.get("prompt", "").split())
+            with self._lock:
+                first_consent = (client_id, identity) not in self._consented
+                self._consented.add((client_id, identity))
+                self._codes[code] = _AuthorizationCode(
+                    client_id, redirect_uri, identity, scopes,
+                    offline=params.get("access_type") == "offline" and (first_consent or "consent" in prompt),
+                    challenge=params.get("code_challenge"), challenge_method=method)
+            answer |= {"code": code, "scope": " ".join(sorted(scopes)), "authuser": "0", "prompt": "consent"}
+        return f"{redirect_uri}{'&' if target.query else '?'}{urllib.parse.urlencode(answer)}"
+
     def exchange(self, form: Mapping[str, str], *, token_uri: str) -> dict:
         """Answer one token request; raises TokenError for every refusal."""
         grant_type = form.get("grant_type", "")
+        if grant_type == "authorization_code":
+            return self._redeem(form)
         if grant_type == JWT_BEARER_GRANT:
             identity, scopes = self._verify_assertion(form.get("assertion", ""), token_uri=token_uri)
             return self._issue(identity, scopes, refresh_token=None)
@@ -184,15 +272,61 @@ class GoogleOAuth:
             self._access[token] = AccessGrant(identity, scopes, self.clock() + ACCESS_TOKEN_LIFETIME, refresh_token)
         return {"access_token": token, "expires_in": ACCESS_TOKEN_LIFETIME, "token_type": "Bearer"}
 
-    def _check_refresh(self, form: Mapping[str, str]) -> _RefreshGrant:
-        client_id = form.get("client_id", "")
+    def _redeem(self, form: Mapping[str, str]) -> dict:
+        self._check_client(form)
         with self._lock:
-            secret = self._clients.get(client_id)
-            grant = self._refresh_grants.get(form.get("refresh_token", ""))
+            code = self._codes.pop(form.get("code", ""), None)  # single use, even when refused below
+        if code is None or code.client_id != form["client_id"]:
+            raise TokenError(400, "invalid_grant", "Bad Request")
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise TokenError(400, "redirect_uri_mismatch", "Bad Request")
+        verifier = form.get("code_verifier")
+        if code.challenge is None and verifier:
+            raise TokenError(400, "invalid_grant", "code_verifier or verifier is not needed.")
+        if code.challenge is not None:
+            if not verifier:
+                raise TokenError(400, "invalid_grant", "Missing code verifier.")
+            if not secrets.compare_digest(_challenge(verifier, code.challenge_method), code.challenge):
+                raise TokenError(400, "invalid_grant", "Invalid code verifier.")
+        refresh_token = "1//0" + secrets.token_urlsafe(48) if code.offline else None
+        if refresh_token:
+            with self._lock:
+                self._refresh_grants[refresh_token] = _RefreshGrant(code.client_id, code.identity, code.scopes)
+        answer = self._issue(code.identity, code.scopes, refresh_token=refresh_token)
+        answer |= {"scope": " ".join(sorted(code.scopes))}
+        if refresh_token:
+            answer["refresh_token"] = refresh_token
+        if "openid" in code.scopes:
+            answer["id_token"] = self._id_token(code)
+        return answer
+
+    def _id_token(self, code: _AuthorizationCode) -> str:
+        with self._lock:
+            if self._id_key is None:
+                self._id_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            key = self._id_key
+        now = int(self.clock())
+        claims = {"iss": "https://accounts.google.com", "azp": code.client_id, "aud": code.client_id,
+                  "sub": str(int(hashlib.sha256(code.identity.encode()).hexdigest()[:15], 16)),
+                  "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME + 1}
+        if _SHORT_SCOPES["email"] in code.scopes:
+            claims |= {"email": code.identity, "email_verified": True}
+        signed = ".".join(_b64encode(json.dumps(part).encode()) for part in ({"alg": "RS256", "typ": "JWT"}, claims))
+        return f"{signed}.{_b64encode(key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
+
+    def _check_client(self, form: Mapping[str, str]) -> None:
+        with self._lock:
+            secret = self._clients.get(form.get("client_id", ""))
         if secret is None:
             raise TokenError(401, "invalid_client", "The OAuth client was not found.")
         if not secrets.compare_digest(secret, form.get("client_secret", "")):
             raise TokenError(401, "invalid_client", "Unauthorized")
+
+    def _check_refresh(self, form: Mapping[str, str]) -> _RefreshGrant:
+        self._check_client(form)
+        client_id = form["client_id"]
+        with self._lock:
+            grant = self._refresh_grants.get(form.get("refresh_token", ""))
         if grant is None or grant.client_id != client_id:
             raise TokenError(400, "invalid_grant", "Token has been expired or revoked.")
         return grant
@@ -240,7 +374,15 @@ class GoogleOAuth:
 
 
 def add_token_endpoint(app: FastAPI, oauth: GoogleOAuth) -> None:
-    """Mount `POST /token` on an emulator app."""
+    """Mount `POST /token` and the authorization endpoint `GET /o/oauth2/v2/auth` on an emulator app."""
+
+    @app.get(AUTHORIZE_PATH)
+    async def authorize(request: Request) -> Response:
+        try:
+            return RedirectResponse(oauth.authorize(dict(request.query_params)), status_code=302)
+        except AuthorizationPageError as exc:
+            page = f"<!doctype html><title>Error {exc.status}: {exc.error}</title><p>{html.escape(exc.description)}"
+            return HTMLResponse(page, status_code=exc.status)
 
     @app.post("/token")
     async def token(request: Request) -> JSONResponse:
@@ -326,6 +468,16 @@ def _signature_holds(public_key: rsa.RSAPublicKey, assertion: str, signature: by
     except InvalidSignature:
         return False
     return True
+
+
+def _challenge(verifier: str, method: str) -> str:
+    if method == "plain":
+        return verifier
+    return _b64encode(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _b64decode(part: str) -> bytes:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel
 
 from connectors import registry
 from connectors.oauth import TokenProvider, uses_oauth
@@ -54,8 +53,9 @@ class Runtime:
         with self._lock:
             if key not in self._connectors:
                 # An OAuth-authorized connector gets its tokens from the connection `textback connect` stored.
-                injected = {"token": TokenProvider.for_config(config, db=self.db, secret_keys=self.settings.secret_keys,
-                                                              tenant_id=tenant.id, role=role)} if uses_oauth(config) else {}
+                injected = {"token": TokenProvider.for_config(
+                    config, db=self.db, secret_keys=self.settings.secret_keys, tenant_id=tenant.id, role=role,
+                )} if uses_oauth(config) else {}
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 

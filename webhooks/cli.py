@@ -30,10 +30,25 @@ def _runtime(settings: Settings, **kwargs):
     from sync.runtime import Runtime
 
     try:
-        return Runtime.from_settings(settings, **kwargs)
+        runtime = Runtime.from_settings(settings, **kwargs)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
+    _require_token_key(runtime)
+    return runtime
+
+
+def _require_token_key(runtime) -> None:
+    """Fail at start, not inside a job, when OAuth connections exist but their tokens cannot be decrypted."""
+    from connectors.oauth import uses_oauth
+    from core.store.connections import SecretKeyError, TokenCipher
+
+    if any(uses_oauth(config) for tenant in runtime.tenants for config in tenant.connectors.values()):
+        try:
+            TokenCipher.from_secret(runtime.settings.secret_keys)
+        except SecretKeyError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
 
 
 def _require_schema(runtime) -> None:

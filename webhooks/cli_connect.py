@@ -17,6 +17,7 @@ from core.store import connections
 from core.store.connections import SecretKeyError, TokenCipher
 from core.store.db import Database
 
+ROLES = ("sms", "crm", "calendar")
 DEFAULT_PORT = 8765  # Clio matches redirect URIs exactly: register http://127.0.0.1:8765/callback
 
 connectors_app = typer.Typer(help="Vendor accounts per tenant: how each is authorized and whether it works.",
@@ -90,7 +91,7 @@ def connectors_list() -> None:
         stored = {(c.tenant_id, c.role): c for c in connections.everything(session)}
     typer.echo(f"{'TENANT':<20} {'ROLE':<9} {'TYPE':<9} {'AUTH':<12} {'STATUS':<14} {'EXPIRES':<21} ACCOUNT")
     for tenant in tenants:
-        for role, config in sorted(tenant.connectors.items()):
+        for role, config in sorted(tenant.connectors.items(), key=lambda item: ROLES.index(item[0])):
             row = stored.pop((tenant.id, role), None)
             if not uses_oauth(config):
                 _line(tenant.id, role, config.type, "config-only", "-", None, None)

@@ -177,6 +177,32 @@ def test_cancelling_twice_or_cancelling_an_unknown_event_succeeds(calendar, goog
     assert [event["status"] for event in google.events(staff)] == ["cancelled"]
 
 
+def test_moving_an_event_changes_its_time_and_keeps_its_id_key_and_free_busy_follows(calendar, google, staff):
+    # Given
+    created = calendar.create_event(booking(staff, hours=10))
+    later = MONDAY + timedelta(hours=15)
+    # When
+    calendar.update_event(calendar_id=staff, external_id=created.external_id, start=later,
+                          end=later + timedelta(minutes=30), timezone="America/Chicago")
+    calendar.update_event(calendar_id=staff, external_id=created.external_id, start=later,
+                          end=later + timedelta(minutes=30), timezone="America/Chicago")
+    # Then
+    [event] = google.events(staff)
+    assert event["id"] == created.external_id and event["summary"] == "Consultation: Dana Caller"
+    assert event["extendedProperties"]["private"][KEY_PROPERTY] == "booking-1"
+    assert event["start"] == {"dateTime": "2030-06-03T10:00:00-05:00", "timeZone": "America/Chicago"}
+    assert calendar.free_busy(calendars=[staff], start=MONDAY, end=MONDAY + timedelta(days=1)) == {
+        staff: [BusyInterval(start=later, end=later + timedelta(minutes=30))]}
+
+
+def test_moving_an_event_that_does_not_exist_is_rejected(calendar, staff):
+    # When / Then
+    with pytest.raises(Rejected) as raised:
+        calendar.update_event(calendar_id=staff, external_id="neverexisted", start=MONDAY,
+                              end=MONDAY + timedelta(minutes=30), timezone="UTC")
+    assert raised.value.status == 404
+
+
 def test_an_event_google_refuses_is_rejected(calendar, staff):
     # Given: an end before its start
     backwards = booking(staff).model_copy(update={"end": MONDAY})
