@@ -167,3 +167,12 @@ class CalendarConnector(Protocol):
     def create_event(self, event: EventRequest) -> CreatedEvent:
         """Create the event; creating the same `event.key` twice yields one event."""
         ...
+
+    def update_event(self, *, calendar_id: str, external_id: str, start: datetime, end: datetime,
+                     timezone: str) -> None:
+        """Move the event to start..end (shown in `timezone`); moving it there again changes nothing."""
+        ...
+
+    def cancel_event(self, *, calendar_id: str, external_id: str) -> None:
+        """Cancel the event; cancelling one already cancelled or gone succeeds."""
+        ...

@@ -41,6 +41,8 @@ ACTIVE = ("held", "creating", "confirmed")
 NOTHING_IN_WINDOW = "Nothing is open in the time you asked for, so here are the nearest times."
 MOVING = "Sure, let's move your appointment on {slot}."
 NOTHING_TO_MOVE = "I don't see an upcoming appointment for this number, so let's book one."
+NO_OTHER_TIME = ("I couldn't find another open time, so your appointment on {slot} stays as it is. "
+                 "To change it, call {contact}.")
 CANCELLED = ("Your appointment with {business} on {slot} ({timezone}) is cancelled. "
              "To book again, reply to this message or call {contact}.")
 NOTHING_TO_CANCEL = "I don't see an upcoming appointment for this number. If you need help, call {contact}."
@@ -49,11 +51,18 @@ STILL_BOOKED = " Your appointment on {slot} ({timezone}) is still booked; to can
 
 def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots: list[Slot], pending: Pending,
           template: str = "offer", intro: str = "", moves: int | None = None) -> None:
-    """Record the offered slots on the conversation and text them (or hand off when there are none).
+    """Record the offered slots on the conversation and text them; with none, hand off (or, for a move, keep
+    the appointment as it is).
 
     `intro` goes before the playbook's text; `moves` marks every offered slot as the new time for that booking.
     """
     playbook = load_playbook(conversation.playbook)
+    if not slots and moves is not None:
+        conversation.state, conversation.offered_slots = Phase.booked.value, []
+        kept = session.get(Booking, moves)
+        _say(session, tenant, conversation, NO_OTHER_TIME.format(slot=label(kept.start_at, tenant.zone),
+                                                                 contact=_contact(tenant)), pending)
+        return
     if not slots:
         conversation.state, conversation.offered_slots = Phase.handoff.value, []
         _say(session, tenant, conversation, playbook.no_slots.format(business=tenant.name), pending)
@@ -67,10 +76,14 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
 
 
 def hold(session: Session, *, conversation: Conversation, slot: Slot, buffer_minutes: int = 0) -> Booking | None:
-    """Hold the slot for this conversation; None when another active booking has it or overlaps it."""
+    """Hold the slot for this conversation; None when another active booking has it or overlaps it.
+
+    A hold this conversation already has in progress is returned (a replayed book_slot); its confirmed
+    booking at that slot is not, so moving an appointment onto its own time can never drop it.
+    """
     existing = session.scalar(select(Booking).where(
         Booking.conversation_id == conversation.id, Booking.calendar_id == slot.calendar_id,
-        Booking.start_at == slot.start, Booking.status.in_(ACTIVE)))
+        Booking.start_at == slot.start, Booking.status.in_(("held", "creating"))))
     if existing is not None:
         return existing
     _serialize_holds(session, tenant_id=conversation.tenant_id, calendar_id=slot.calendar_id)
@@ -126,9 +139,12 @@ def moved(session: Session, *, tenant: Tenant, booking: Booking, new_hold: Booki
 
 def cancelled(session: Session, *, tenant: Tenant, booking: Booking, conversation: Conversation,
               pending: Pending) -> None:
-    """The event is gone: the booking no longer counts, the caller is told, the CRM hears of it."""
+    """The event is gone: the booking no longer counts, the caller is told, the CRM hears of it.
+
+    The conversation closes, so a later text from the caller starts a new one.
+    """
     booking.status = "cancelled"
-    conversation.outcome, conversation.offered_slots = "cancelled", []
+    conversation.state, conversation.outcome, conversation.offered_slots = Phase.closed.value, "cancelled", []
     _say(session, tenant, conversation, CANCELLED.format(
         business=tenant.name, slot=label(booking.start_at, tenant.zone), timezone=tenant.timezone,
         contact=_contact(tenant)), pending)
@@ -138,7 +154,8 @@ def cancelled(session: Session, *, tenant: Tenant, booking: Booking, conversatio
 
 
 def nothing_to_cancel(session: Session, *, tenant: Tenant, conversation: Conversation, pending: Pending) -> None:
-    conversation.outcome = conversation.outcome or "no_booking"
+    """The appointment has passed or was cancelled elsewhere: this booked conversation is over."""
+    conversation.state = Phase.closed.value
     _say(session, tenant, conversation, NOTHING_TO_CANCEL.format(contact=_contact(tenant)), pending)
 
 

@@ -50,7 +50,8 @@ def find_slots(
     inside = [slot for slot in free if fits(slot, window)]
     if inside:
         # A narrow window ("tomorrow at 3") still deserves more than one choice.
-        gap = max(timedelta(minutes=settings.step_minutes), min(MIN_GAP_BETWEEN_OFFERS, (window[1] - window[0]) / count))
+        share = (window[1] - window[0]) / count
+        gap = max(timedelta(minutes=settings.step_minutes), min(MIN_GAP_BETWEEN_OFFERS, share))
         return _spread(inside, count, gap)
     nearest = sorted(free, key=lambda slot: _distance(slot, window))
     return sorted(_spread(nearest, count, MIN_GAP_BETWEEN_OFFERS), key=lambda slot: slot.start)

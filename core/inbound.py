@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import Tenant, to_e164
-from core.engine.conversation import Action, Phase, State, advance
+from core.engine.conversation import Action, Phase, State, Turn, advance
+from core.engine.interpreters import interpreter_for
 from core.engine.keywords import Keyword, keyword, revokes_consent
 from core.engine.playbook import load_playbook
+from core.handoff import request_handoff
+from core.hours import caller_zones
 from core.outbox import Kind, Pending, log_conversation_later
+from core.appointments import active_booking_note
 from core.optout import confirm_opt_out, opt_in, opt_out
-from core.store.repo import add_outbound, lead_for, open_conversation
+from core.store.repo import add_outbound, lead_for, reachable_conversation
 from core.store.tables import Conversation, Lead, Message
 from core.textback import start_conversation
 
@@ -55,7 +60,7 @@ def inbound_sms(
     except ValueError as exc:
         raise InvalidInput(f"From is not a phone number: {caller!r}") from exc
     lead = lead_for(session, tenant_id=tenant.id, phone=phone)
-    conversation = open_conversation(session, lead_id=lead.id)
+    conversation = reachable_conversation(session, lead_id=lead.id, now=now)
     session.add(Message(
         tenant_id=tenant.id, conversation_id=conversation.id if conversation else None, lead_id=lead.id,
         business_number=called, direction="inbound", body=body, provider_sid=message_sid, status="received",
@@ -65,7 +70,8 @@ def inbound_sms(
         source = "sms_keyword" if word is Keyword.stop else "sms_phrase"
         changed = opt_out(session, lead, tenant_id=tenant.id, source=source, now=now, pending=pending, detail=body)
         if changed and (source == "sms_phrase" or not tenant.provider_confirms_opt_out):
-            confirm_opt_out(session, tenant=tenant, lead=lead, business_number=called, pending=pending)
+            confirm_opt_out(session, tenant=tenant, lead=lead, business_number=called, pending=pending,
+                            appointment_note=active_booking_note(session, lead.id, tenant, now=now))
         return InboundOutcome(keyword=word.value if word else "revocation")
     if word is Keyword.start and lead.opted_out_at is not None:
         opt_in(session, lead, tenant_id=tenant.id, source="sms_keyword")
@@ -81,33 +87,66 @@ def inbound_sms(
         conversation = start_conversation(session, tenant=tenant, lead_id=lead.id, business_number=called,
                                           call_id=None, pending=pending)
         return InboundOutcome(conversation_id=conversation.id)
-    _step(session, tenant=tenant, conversation=conversation, body=body, pending=pending)
+    _step(session, tenant=tenant, conversation=conversation, lead=lead, body=body, message_sid=message_sid, now=now,
+          pending=pending)
     return InboundOutcome(conversation_id=conversation.id)
 
 
-def _step(session: Session, *, tenant: Tenant, conversation: Conversation, body: str, pending: Pending) -> None:
+def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead: Lead, body: str, message_sid: str,
+          now: datetime, pending: Pending) -> None:
+    """One engine turn, applied: state on the row, replies as outbound texts, the action as an outbox row."""
     playbook = load_playbook(conversation.playbook)
-    state = State(phase=Phase(conversation.state), step=conversation.step, answers=dict(conversation.answers),
-                  offered=list(conversation.offered_slots))
-    turn = advance(playbook, state, body, business=tenant.name)
+    state = State.from_row(phase=conversation.state, step=conversation.step, answers=conversation.answers,
+                           offered=conversation.offered_slots)
+    turn = advance(playbook, state, body, business=tenant.name, interpreter=interpreter_for(tenant.interpreter),
+                   now=now.astimezone(_reading_zone(tenant, state, lead.phone)))
     conversation.state = turn.state.phase.value
-    conversation.step = turn.state.step
+    conversation.step = turn.state.step_column()
     conversation.answers = dict(turn.state.answers)
     conversation.offered_slots = list(turn.state.offered)
-    for text in turn.replies:
+    if turn.outcome is not None and turn.state.phase is not Phase.booked:
+        conversation.outcome = turn.outcome.value
+    for text in _replies(tenant, conversation, turn):
         message = add_outbound(session, conversation=conversation, body=text)
         pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
                     payload={"message_id": message.id})
+    ids = {"conversation_id": conversation.id}
     if turn.action is Action.offer_slots:
-        pending.add(session, tenant_id=tenant.id, kind=Kind.offer_slots,
-                    key=f"offer:{conversation.id}:{len(conversation.answers)}", payload={"conversation_id": conversation.id})
+        pending.add(session, tenant_id=tenant.id, kind=Kind.offer_slots, key=f"offer:{conversation.id}:{message_sid}",
+                    payload=ids)
     elif turn.action is Action.book_slot:
         slot = turn.state.offered[turn.choice]
         pending.add(session, tenant_id=tenant.id, kind=Kind.book_slot,
-                    key=f"book:{conversation.id}:{slot['start']}:{slot['calendar_id']}",
-                    payload={"conversation_id": conversation.id, "slot": slot})
-    if turn.state.phase is Phase.handoff:
-        log_conversation_later(session, conversation, pending)
+                    key=f"book:{conversation.id}:{message_sid}", payload={**ids, "slot": slot})
+    elif turn.action is Action.reschedule:
+        pending.add(session, tenant_id=tenant.id, kind=Kind.reschedule_booking,
+                    key=f"reschedule:{conversation.id}:{message_sid}", payload=ids)
+    elif turn.action is Action.cancel_booking:
+        pending.add(session, tenant_id=tenant.id, kind=Kind.cancel_booking, key=f"cancel:{conversation.id}:{message_sid}",
+                    payload=ids)
+    elif turn.action is Action.handoff:
+        request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
+                        summary=f"{turn.handoff.summary} Transcript: conversation {conversation.id}.")
+        conversation.state = turn.state.phase.value  # a booked caller's appointment stands through a handoff
+    if turn.state.phase is Phase.closed:
+        conversation.closed_at = now
+        log_conversation_later(session, conversation, pending, reason="closed")
+
+
+def _replies(tenant: Tenant, conversation: Conversation, turn: Turn) -> list[str]:
+    """The engine's replies; a handoff the engine said nothing about gets the tenant's handoff_caller text."""
+    if turn.replies or turn.action is not Action.handoff:
+        return turn.replies
+    return [tenant.templates.render("handoff_caller", business=tenant.name,
+                                    contact=tenant.contact or conversation.business_number)]
+
+
+def _reading_zone(tenant: Tenant, state: State, phone: str) -> ZoneInfo:
+    """Offered times are labelled in the business's zone, so picks are read there; other dates in the caller's."""
+    if state.phase in (Phase.choosing, Phase.booked):
+        return tenant.zone
+    zones = caller_zones(phone, tenant.zone)
+    return zones[0] if len(zones) == 1 else tenant.zone
 
 
 def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, conversation: Conversation | None,

@@ -125,3 +125,4 @@ class BookingRecord(_Frozen):
     start: datetime
     end: datetime
     description: str = ""
+    cancelled: bool = False

@@ -82,10 +82,12 @@ def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
     with runtime.db.transaction() as session:
         booking = session.get(Booking, booking_id)
         conversation = session.get(Conversation, booking.conversation_id)
+        cancelled = booking.status == "cancelled"
+        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items() if isinstance(v, str))
         record = BookingRecord(
-            title=f"{tenant.name}: appointment with {_phone(session, conversation)}",
-            start=booking.start_at, end=booking.end_at,
-            description="Booked by textback. " + ", ".join(f"{k}: {v}" for k, v in conversation.answers.items()),
+            title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_phone(session, conversation)}",
+            start=booking.start_at, end=booking.end_at, cancelled=cancelled,
+            description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
         )
         lead_id = booking.lead_id
     contact_id = ensure_contact(runtime, tenant, lead_id)

@@ -50,6 +50,8 @@ def handlers() -> dict[str, Handler]:
         Kind.crm_record_booking.value: crm_push.record_booking,
         Kind.offer_slots.value: scheduling.offer_slots,
         Kind.book_slot.value: scheduling.book_slot,
+        Kind.reschedule_booking.value: scheduling.reschedule_booking,
+        Kind.cancel_booking.value: scheduling.cancel_booking,
     }
 
 
