@@ -51,7 +51,10 @@ CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
 KEY_PROPERTY = "textback_key"
 # Google does not document the longest freeBusy span; about three months is refused, so stay well under it.
 FREE_BUSY_WINDOW = timedelta(days=60)
-_RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+_RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
+# A 403 for these means the token lacks a scope: reconnecting fixes it. Any other 403 (access level,
+# organizer-only changes) is a refusal retries and re-auth cannot fix.
+_REAUTH_REASONS = {"insufficientPermissions", "authError"}
 _TRANSIENT_CALENDAR_REASONS = {"internalError", "backendError"}
 _REQUIRED_FIELDS = {
     "service_account": ("client_email", "private_key", "token_uri"),
@@ -257,8 +260,11 @@ def _from_http_error(exc: HttpError, action: str) -> ConnectorError:
     status = exc.status_code
     retry_after = parse_retry_after(exc.resp.get("retry-after"))
     message = f"{action}: Google answered {status} {exc.reason}"
-    if status == 429 or (status == 403 and _reasons(exc.content) & _RATE_LIMIT_REASONS):
+    reasons = _reasons(exc.content)
+    if status == 429 or (status == 403 and reasons & _RATE_LIMIT_REASONS):
         return RateLimited(message, retry_after=retry_after, status=status)
+    if status == 403 and not reasons & _REAUTH_REASONS:
+        return Rejected(f"{message} ({', '.join(sorted(reasons)) or 'forbidden'})", status=status)
     return error_for_status(status, message, retry_after=retry_after)
 
 

@@ -26,13 +26,19 @@ GROUP = "textback.connectors"
 
 @cache
 def available() -> dict[str, type]:
-    """Connector classes by type name; a connector that fails to import is logged and skipped."""
+    """Connector classes by type name; one that fails to import or is not a connector is logged and skipped."""
     found: dict[str, type] = {}
     for ep in entry_points(group=GROUP):
         try:
-            found[ep.name] = ep.load()
+            cls = ep.load()
         except Exception:
             log.exception("connector %r (%s) failed to load; skipping it", ep.name, ep.value)
+            continue
+        if not _is_connector(cls):
+            log.error("connector %r (%s) lacks a string `role` or a ConnectorConfig `config_model`; skipping it",
+                      ep.name, ep.value)
+            continue
+        found[ep.name] = cls
     return found
 
 
@@ -58,3 +64,9 @@ def build(config: BaseModel, **injected: Any):
 
 def _of_role(role: str) -> list[str]:
     return [name for name, cls in available().items() if getattr(cls, "role", None) == role]
+
+
+def _is_connector(cls: Any) -> bool:
+    model = getattr(cls, "config_model", None)
+    return (isinstance(getattr(cls, "role", None), str) and isinstance(model, type)
+            and issubclass(model, ConnectorConfig))
