@@ -129,7 +129,14 @@ class OutlookCalendar:
         self.config = config
         self._graph = config.base_url + "/v1.0"
         self._http = http or httpx.Client(timeout=_TIMEOUT, verify=_ssl_context(config.ca_bundle))
-        self._token = token or MsalTokens(config, http_client=msal_http_client or PinnedSession(config.ca_bundle))
+        self._session = None if token or msal_http_client else PinnedSession(config.ca_bundle)
+        self._token = token or MsalTokens(config, http_client=msal_http_client or self._session)
+
+    def close(self) -> None:
+        """Drop pooled connections (the clients this connector made itself)."""
+        self._http.close()
+        if self._session is not None:
+            self._session.close()
 
     def free_busy(self, *, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[BusyInterval]]:
         busy: dict[str, list[BusyInterval]] = {calendar: [] for calendar in calendars}

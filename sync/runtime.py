@@ -59,6 +59,15 @@ class Runtime:
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 
+    def close(self) -> None:
+        """Close the connectors' HTTP pools (at shutdown)."""
+        with self._lock:
+            connectors, self._connectors = list(self._connectors.values()), {}
+        for connector in connectors:
+            close = getattr(connector, "close", None)
+            if close is not None:
+                close()
+
     def dispatch(self, outbox_ids: list[int]) -> None:
         if outbox_ids and self.dispatcher is not None:
             self.dispatcher.dispatch(outbox_ids)

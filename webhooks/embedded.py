@@ -58,6 +58,7 @@ class Embedded:
         self.server.stop()
         self.relay.stop()
         self.worker.stop()
+        self.runtime.close()
 
     def __enter__(self) -> "Embedded":
         return self.start()

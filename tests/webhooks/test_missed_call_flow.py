@@ -95,6 +95,8 @@ def test_the_full_path_books_an_event_in_google_and_a_meeting_in_hubspot(phone, 
     assert "court date" in texts_to(stack)[-1]
 
     phone.text(caller=CALLER, to=BUSINESS, body="no")
+    phone.text(caller=CALLER, to=BUSINESS, body="No, I'm new")
+    phone.text(caller=CALLER, to=BUSINESS, body="Jordan Smith")
     textback.drain()
     offer = texts_to(stack)[-1]
     assert "1)" in offer and "2)" in offer and "3)" in offer
@@ -109,7 +111,8 @@ def test_the_full_path_books_an_event_in_google_and_a_meeting_in_hubspot(phone, 
         booking = s.scalar(select(Booking))
         conversation = s.scalar(select(Conversation))
     assert booking.status == "confirmed" and conversation.state == "booked"
-    assert conversation.answers == {"matter_type": "family", "deadline": "no"}
+    assert {k: conversation.answers[k] for k in ("matter_type", "deadline", "existing_client", "other_party")} == {
+        "matter_type": "family", "deadline": "no", "existing_client": "no", "other_party": "Jordan Smith"}
     [event] = [e for e in stack.google.events(CALENDAR) if e["status"] != "cancelled"]
     assert event["id"] == booking.external_event_id
     assert event["start"]["dateTime"].startswith(booking.start_at.astimezone(
@@ -132,8 +135,8 @@ def test_offered_slots_avoid_busy_time_in_the_staff_calendar(phone, textback, st
     stack.google.add_busy(CALENDAR, now, now + timedelta(days=2), summary="Trial")
     miss_a_call(phone)
     textback.drain()
-    phone.text(caller=CALLER, to=BUSINESS, body="1")
-    phone.text(caller=CALLER, to=BUSINESS, body="yes")
+    for reply in ("1", "no", "no", "none"):
+        phone.text(caller=CALLER, to=BUSINESS, body=reply)
     textback.drain()
 
     with textback.runtime.db.transaction() as s:
