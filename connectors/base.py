@@ -12,13 +12,12 @@ sync layer decides retries from the type alone.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 
+from core.secrets import Secret, SecretReferenceError, resolve_secret_ref  # noqa: F401  (re-exported)
 from core.models import (
     BookingRecord,
     BusyInterval,
@@ -78,39 +77,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-# --- secrets ---------------------------------------------------------------------------
-
-class SecretReferenceError(ValueError):
-    pass
-
-
-def resolve_secret_ref(value: Any) -> Any:
-    """Resolve `env:NAME` or `file:PATH`; refuse inline secrets.
-
-    Secrets never live in the tenants file: it is shared with agencies and
-    committed to repositories.
-    """
-    if isinstance(value, SecretStr):
-        return value
-    if not isinstance(value, str):
-        raise SecretReferenceError("expected a secret reference such as env:NAME or file:/path")
-    if value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise SecretReferenceError(f"environment variable {name} is not set; export it or point to a file with file:/path")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = Path(value[5:]).expanduser()
-        try:
-            return path.read_text().strip()
-        except OSError as exc:
-            raise SecretReferenceError(f"cannot read secret file {path}: {exc.strerror}") from exc
-    raise SecretReferenceError("inline secrets are not allowed; write env:NAME or file:/path instead")
-
-
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret_ref)]
-
-
+# Secrets (env:NAME / file:PATH, never inline) are resolved by core.secrets; re-exported for connectors.
 class ConnectorConfig(BaseModel):
     """Base of every connector's configuration model (one per connector module)."""
 

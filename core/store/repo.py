@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.engine.conversation import OPEN_PHASES
-from core.store.tables import Conversation, ExternalId, Lead, Message
+from core.engine.conversation import OPEN_PHASES, Phase
+from core.store.tables import Booking, Conversation, ExternalId, Lead, Message
+
+HANDOFF_REACH = timedelta(days=7)
 
 
 def lead_for(session: Session, *, tenant_id: str, phone: str) -> Lead:
@@ -24,6 +28,29 @@ def open_conversation(session: Session, *, lead_id: int) -> Conversation | None:
         .where(Conversation.lead_id == lead_id, Conversation.state.in_([p.value for p in OPEN_PHASES]))
         .order_by(Conversation.id.desc())
         .limit(1)
+    )
+
+
+def reachable_conversation(session: Session, *, lead_id: int, now: datetime) -> Conversation | None:
+    """The conversation a caller's text continues: an open one; else the one holding their upcoming
+    appointment (so "can we move it?" reaches it); else one handed to staff within HANDOFF_REACH (so
+    "ok thanks" does not restart the questions). Not "open" for the missed-call policy."""
+    found = open_conversation(session, lead_id=lead_id)
+    if found is not None:
+        return found
+    found = session.scalar(
+        select(Conversation).join(Booking, Booking.conversation_id == Conversation.id)
+        .where(Conversation.lead_id == lead_id, Conversation.state == Phase.booked.value,
+               Booking.status == "confirmed", Booking.start_at > now)
+        .order_by(Booking.start_at).limit(1)
+    )
+    if found is not None:
+        return found
+    return session.scalar(
+        select(Conversation)
+        .where(Conversation.lead_id == lead_id, Conversation.state == Phase.handoff.value,
+               Conversation.updated_at >= now - HANDOFF_REACH)
+        .order_by(Conversation.id.desc()).limit(1)
     )
 
 

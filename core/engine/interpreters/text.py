@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
-_SUFFIXES = ("", "s", "es", "ed", "d", "ing", "er", "ers")
+_SUFFIX_GROUP = "s|es|ed|d|ing|er|ers"
 
 ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
             "fifth": 5, "5th": 5, "sixth": 6, "6th": 6, "last": -1}
@@ -47,12 +48,25 @@ def has_phrase(padded_text: str, phrases: Iterable[str]) -> bool:
     return any(f" {p} " in padded_text for p in phrases)
 
 
-def phrase_hits(padded_text: str, phrase: str) -> bool:
-    """A lexicon phrase is said, allowing a plain suffix on its last word ("leak" ~ "leaking", "leaks")."""
-    if " " not in phrase:
-        return any(f" {phrase}{s} " in padded_text for s in _SUFFIXES) or (
-            phrase.endswith("e") and f" {phrase[:-1]}ing " in padded_text)
-    return f" {phrase} " in padded_text or any(f" {phrase}{s} " in padded_text for s in _SUFFIXES[1:])
+@functools.lru_cache(maxsize=4096)
+def phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for a lexicon: any phrase, a plain suffix allowed on its last word ("leak" ~ "leaking"),
+    longest phrases first so a match names the most specific one. Matched against `padded` text."""
+    alternatives = []
+    for phrase in sorted(set(phrases), key=len, reverse=True):
+        stem = re.escape(phrase)
+        alternatives.append(f"{stem}(?:{_SUFFIX_GROUP})?")
+        if phrase.endswith("e"):
+            alternatives.append(f"{re.escape(phrase[:-1])}ing")
+    return re.compile(f" ({'|'.join(alternatives) or '(?!)'})(?= )")
+
+
+def said_any(padded_text: str, phrases: tuple[str, ...]) -> bool:
+    return bool(phrases) and phrase_pattern(phrases).search(padded_text) is not None
+
+
+def said_phrases(padded_text: str, phrases: tuple[str, ...]) -> list[str]:
+    return [m.group(1) for m in phrase_pattern(phrases).finditer(padded_text)] if phrases else []
 
 
 def negated(tokens: list[str], index: int) -> bool:
@@ -64,7 +78,7 @@ def unsure(padded_text: str) -> bool:
     return has_phrase(padded_text, UNSURE_PHRASES)
 
 
-def yes_no(text: str, *, yes_words: Iterable[str] = (), no_words: Iterable[str] = ()) -> str | None:
+def yes_no(text: str, *, yes_words: tuple[str, ...] = (), no_words: tuple[str, ...] = ()) -> str | None:
     """"yes" / "no" from a reply, reading negation ("not really", "I don't think so"); None when unclear.
 
     `yes_words`/`no_words` are the step's own hints ("court date" means yes to "is there a deadline?").
@@ -73,7 +87,7 @@ def yes_no(text: str, *, yes_words: Iterable[str] = (), no_words: Iterable[str] 
     pad = padded(text)
     if unsure(pad):
         return None
-    said_no = has_phrase(pad, NO_PHRASES) or any(phrase_hits(pad, w) for w in no_words)
+    said_no = has_phrase(pad, NO_PHRASES) or said_any(pad, no_words)
     said_yes = False
     tokens = words(text)
     for i, token in enumerate(tokens):
@@ -85,7 +99,7 @@ def yes_no(text: str, *, yes_words: Iterable[str] = (), no_words: Iterable[str] 
             else:
                 said_yes = True
     if not said_no:
-        said_yes = said_yes or has_phrase(pad, YES_PHRASES) or any(phrase_hits(pad, w) for w in yes_words)
+        said_yes = said_yes or has_phrase(pad, YES_PHRASES) or said_any(pad, yes_words)
     if said_yes == said_no:
         return None
     return "yes" if said_yes else "no"
@@ -94,12 +108,13 @@ def yes_no(text: str, *, yes_words: Iterable[str] = (), no_words: Iterable[str] 
 def ordinal_pick(tokens: list[str], count: int) -> int | None:
     """A 1-based pick from "the second one", "first", "last", "#2", "option 3", or a bare "2"."""
     picks: set[int] = set()
+    ordinal_said = any(t in ORDINALS for t in tokens)  # "the second one": "one" is not a pick then
     for i, token in enumerate(tokens):
         if token in ORDINALS:
             picks.add(count if ORDINALS[token] == -1 else ORDINALS[token])
         elif token.isdigit() and len(token) <= 2:
             picks.add(int(token))
-        elif token in CARDINALS and (len(tokens) <= 3 or (i and tokens[i - 1] in {"option", "number", "choice"})):
+        elif token in CARDINALS and not ordinal_said and (len(tokens) <= 3 or (i and tokens[i - 1] in {"option", "number", "choice"})):
             picks.add(CARDINALS[token])
     picks = {p for p in picks if 1 <= p <= count}
     return picks.pop() if len(picks) == 1 else None
