@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 from core.booking import label
 from core.config import Tenant
 from core.engine.conversation import Phase, slot_list
-from core.engine.playbook import load_playbook
 from core.models import Slot
 from core.outbox import Kind, Pending, log_conversation_later
 from core.store.repo import add_outbound
@@ -56,7 +55,7 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
 
     `intro` goes before the playbook's text; `moves` marks every offered slot as the new time for that booking.
     """
-    playbook = load_playbook(conversation.playbook)
+    playbook = tenant.conversation_playbook(conversation.playbook)
     if not slots and moves is not None:
         conversation.state, conversation.offered_slots = Phase.booked.value, []
         kept = session.get(Booking, moves)

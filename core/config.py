@@ -168,6 +168,8 @@ class Tenant(_Strict):
     quiet_hours: QuietHours = QuietHours()
     followups: FollowUpSettings = FollowUpSettings()
     templates: Templates = Templates()
+    playbook: dict[str, Any] | None = Field(None, description="Overrides of the vertical's shipped playbook "
+                                            "(steps, wording, rules), validated like the playbook itself")
     interpreter: InterpreterSettings = InterpreterSettings()  # rules (offline) or an OpenAI-compatible llm
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                        description="SHA-256 of the key other phone systems send as a bearer token")
@@ -194,9 +196,28 @@ class Tenant(_Strict):
                              "or set mode: forwarded")
         return self
 
+    @field_validator("playbook")
+    @classmethod
+    def _playbook_override_is_valid(cls, override: dict[str, Any] | None, info: ValidationInfo):
+        vertical = info.data.get("vertical")
+        if override and vertical is not None:
+            from core.engine.playbook import playbook_for
+
+            try:
+                playbook_for(vertical.value, override)
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"playbook override: {exc}") from exc
+        return override
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def conversation_playbook(self, name: str | None = None):
+        """The playbook this tenant's conversations follow: the shipped one with the tenant's override."""
+        from core.engine.playbook import playbook_for
+
+        return playbook_for(name or self.vertical.value, self.playbook)
 
 
 class TenantsFile(_Strict):

@@ -17,7 +17,6 @@ from core.config import Tenant, to_e164
 from core.engine.conversation import Action, Phase, State, Turn, advance
 from core.engine.interpreters import interpreter_for
 from core.engine.keywords import Keyword, keyword, revokes_consent
-from core.engine.playbook import load_playbook
 from core.handoff import request_handoff
 from core.hours import caller_zones
 from core.outbox import Kind, Pending, log_conversation_later
@@ -95,7 +94,7 @@ def inbound_sms(
 def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead: Lead, body: str, message_sid: str,
           now: datetime, pending: Pending) -> None:
     """One engine turn, applied: state on the row, replies as outbound texts, the action as an outbox row."""
-    playbook = load_playbook(conversation.playbook)
+    playbook = tenant.conversation_playbook(conversation.playbook)
     state = State.from_row(phase=conversation.state, step=conversation.step, answers=conversation.answers,
                            offered=conversation.offered_slots)
     turn = advance(playbook, state, body, business=tenant.name, interpreter=interpreter_for(tenant.interpreter),

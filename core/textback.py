@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 
 from core.config import MissedCallSettings, Tenant, to_e164
 from core.engine.conversation import opening
-from core.engine.playbook import load_playbook
 from core.hours import is_open, label_opening, next_opening
 from core.outbox import Kind, Pending
 from core.store.repo import add_outbound, lead_for, open_conversation
@@ -144,7 +143,7 @@ def start_conversation(
     situation: str = "first_in_hours", opens: str | None = None, purpose: str = "reply",
     not_before: datetime | None = None,
 ) -> Conversation:
-    playbook = load_playbook(tenant.vertical.value)
+    playbook = tenant.conversation_playbook()
     state, question = opening(playbook)
     text = tenant.templates.render(situation, business=tenant.name, question=question, opens=opens)
     conversation = Conversation(

@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from connectors.base import Rejected
 from core.config import Tenant
-from core.engine.playbook import load_playbook
 from core.hours import caller_zones, next_textable, textable
 from core.inbound import record_send_failure
 from core.models import OutboundSMS
@@ -88,7 +87,7 @@ def send_followup(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pend
         if (replied is not None or conversation.state != "asking" or conversation.paused
                 or lead.opted_out_at or lead.do_not_text or conversation.followups_sent >= number):
             return
-        question = load_playbook(conversation.playbook).step(conversation.step).ask
+        question = tenant.conversation_playbook(conversation.playbook).step(conversation.step.split("#")[0]).ask
         text = tenant.templates.render("followup", business=tenant.name, question=question)
         message = add_outbound(session, conversation=conversation, body=text, purpose="followup")
         conversation.followups_sent = number

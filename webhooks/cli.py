@@ -101,10 +101,9 @@ def config_check(path: Optional[Path] = typer.Argument(None, help="tenants YAML 
 def sample_messages(tenant) -> dict[str, str]:
     """Each template rendered with realistic values, to count SMS segments."""
     from core.engine.conversation import opening
-    from core.engine.playbook import load_playbook
     from core.templates import SITUATIONS
 
-    _, question = opening(load_playbook(tenant.vertical.value))
+    _, question = opening(tenant.conversation_playbook())
     samples = {"business": tenant.name, "question": question, "opens": "tomorrow at 9:00 AM",
                "slot": "Tue Dec 1, 10:00 AM", "timezone": tenant.timezone, "first_name": "",
                "location": f" Location: {tenant.booking.location}." if tenant.booking.location else "",

@@ -127,3 +127,28 @@ def test_yaml_syntax_errors_carry_their_line(tmp_path):
 
     assert problem.startswith(str(tmp_path / "tenants.yaml") + ":")
     assert "not valid YAML" in problem
+
+
+def test_a_playbook_override_rewords_a_question_for_that_tenant_only(tmp_path):
+    text = VALID + """    playbook:
+      steps:
+        - id: deadline
+          ask: "Do you have a court date or filing deadline in the next week? Reply YES or NO."
+"""
+    tenants = load_tenants(_write(tmp_path, text), validate_connector=validate_connector)
+
+    playbook = tenants.get("smith-law").conversation_playbook()
+    assert playbook.step("deadline").ask.startswith("Do you have a court date or filing deadline")
+    assert playbook.step("matter_type").ask.startswith("What is your call about?")
+
+
+def test_a_playbook_override_that_patches_an_unknown_step_is_reported_on_its_line(tmp_path):
+    text = VALID + """    playbook:
+      steps:
+        - id: favourite_colour
+          ask: "What is your favourite colour?"
+"""
+    [problem] = _problems(_write(tmp_path, text))
+
+    assert problem.startswith(f"{tmp_path / 'tenants.yaml'}:17: tenants.0.playbook: playbook override")
+    assert "favourite_colour" in problem and "steps are" in problem
