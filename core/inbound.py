@@ -22,6 +22,7 @@ from core.hours import caller_zones
 from core.outbox import Kind, Pending, log_conversation_later
 from core.appointments import active_booking_note
 from core.optout import confirm_opt_out, opt_in, opt_out
+from core.staff import is_staff, staff_message
 from core.store.repo import add_outbound, lead_for, reachable_conversation
 from core.store.tables import Conversation, Lead, Message
 from core.textback import start_conversation
@@ -58,6 +59,10 @@ def inbound_sms(
         phone = to_e164(caller)
     except ValueError as exc:
         raise InvalidInput(f"From is not a phone number: {caller!r}") from exc
+    if is_staff(tenant, phone):
+        outcome = staff_message(session, tenant=tenant, staff_phone=phone, message_sid=message_sid, called=called,
+                                body=body, now=now, pending=pending)
+        return InboundOutcome(duplicate=outcome.duplicate, keyword="staff", conversation_id=outcome.conversation_id)
     lead = lead_for(session, tenant_id=tenant.id, phone=phone)
     conversation = reachable_conversation(session, lead_id=lead.id, now=now)
     session.add(Message(

@@ -34,7 +34,8 @@ DEFAULTS: dict[str, str] = {
     "followup": "Hi again from {business}'s automated assistant. {question} Reply STOP to opt out.",
     "handoff_caller": "Thanks. A member of the {business} team will get back to you personally. "
                       "If it's urgent, call {contact}.",
-    "handoff_staff": "textback: {caller} needs a person at {business}. {summary} (conversation {conversation_id})",
+    "handoff_staff": "textback: {caller} needs a person at {business}. {summary} "
+                     "Reply \"#{conversation_id} your message\" to text them from the business number.",
     "booking_confirmation": "You're booked with {business} on {slot} ({timezone}).{location} "
                             "If you need to change it, call us back at this number.",
     "help": "{business}: automated assistant for missed calls. For help call {contact}. "
