@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Tenant, to_e164
 from core.engine.conversation import Action, Phase, State, Turn, advance
-from core.engine.interpreters import interpreter_for
+from core.engine.interpreters import Interpreter, interpreter_for
 from core.engine.keywords import Keyword, keyword, revokes_consent
 from core.handoff import request_handoff
 from core.hours import caller_zones
@@ -51,7 +51,7 @@ class InboundOutcome:
 
 def inbound_sms(
     session: Session, *, tenant: Tenant, message_sid: str, caller: str, called: str, body: str,
-    now: datetime, pending: Pending,
+    now: datetime, pending: Pending, interpreter: Interpreter | None = None,
 ) -> InboundOutcome:
     if session.scalar(select(Message.id).where(Message.provider_sid == message_sid)) is not None:
         return InboundOutcome(duplicate=True)
@@ -92,17 +92,18 @@ def inbound_sms(
                                           call_id=None, pending=pending)
         return InboundOutcome(conversation_id=conversation.id)
     _step(session, tenant=tenant, conversation=conversation, lead=lead, body=body, message_sid=message_sid, now=now,
+          interpreter=interpreter or interpreter_for(tenant.interpreter),
           pending=pending)
     return InboundOutcome(conversation_id=conversation.id)
 
 
 def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead: Lead, body: str, message_sid: str,
-          now: datetime, pending: Pending) -> None:
+          now: datetime, pending: Pending, interpreter: Interpreter) -> None:
     """One engine turn, applied: state on the row, replies as outbound texts, the action as an outbox row."""
     playbook = tenant.conversation_playbook(conversation.playbook)
     state = State.from_row(phase=conversation.state, step=conversation.step, answers=conversation.answers,
                            offered=conversation.offered_slots)
-    turn = advance(playbook, state, body, business=tenant.name, interpreter=interpreter_for(tenant.interpreter),
+    turn = advance(playbook, state, body, business=tenant.name, interpreter=interpreter,
                    now=now.astimezone(_reading_zone(tenant, state, lead.phone)))
     conversation.state = turn.state.phase.value
     conversation.step = turn.state.step_column()

@@ -59,6 +59,13 @@ class Runtime:
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 
+    def interpreter(self, tenant: Tenant):
+        """The tenant's reply interpreter: rules, or the llm one over an HTTP chat-completions client."""
+        from connectors.chat_completions import HttpChatCompletions
+        from core.engine.interpreters import interpreter_for
+
+        return interpreter_for(tenant.interpreter, chat=HttpChatCompletions)
+
     def close(self) -> None:
         """Close the connectors' HTTP pools (at shutdown)."""
         with self._lock:

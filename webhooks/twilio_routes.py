@@ -131,7 +131,7 @@ async def sms(request: Request, verified: VerifiedRequest = Depends(verified_twi
     body = verified.form.get("Body", "")
     await run_in_threadpool(_in_transaction, runtime, lambda s, p: inbound.inbound_sms(
         s, tenant=verified.tenant, message_sid=message_sid, caller=caller, called=called, body=body,
-        now=runtime.now(), pending=p))
+        now=runtime.now(), pending=p, interpreter=runtime.interpreter(verified.tenant)))
     return _twiml(MessagingResponse())  # replies go out through the outbox, never inline
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-
-import httpx
+from collections.abc import Callable
 
 from core.engine.interpreters.base import Context, Interpreter, Reading, Signal, Window
-from core.engine.interpreters.llm import LLMInterpreter
+from core.engine.interpreters.llm import ChatCompletions, LLMInterpreter
 from core.engine.interpreters.rules import RulesInterpreter
 from core.engine.interpreters.settings import InterpreterSettings
 
@@ -20,13 +19,18 @@ _built: dict[str, Interpreter] = {}
 _lock = threading.Lock()
 
 
-def interpreter_for(settings: InterpreterSettings, *, http: httpx.Client | None = None) -> Interpreter:
-    """The interpreter these settings describe, built once per distinct settings (one HTTP pool each)."""
-    if settings.type == "rules":
+def interpreter_for(settings: InterpreterSettings, *,
+                    chat: Callable[[InterpreterSettings], ChatCompletions] | None = None) -> Interpreter:
+    """The interpreter these settings describe, built once per distinct settings (one HTTP pool each).
+
+    `chat` builds the transport for an llm setting (the web edge passes
+    connectors.chat_completions.HttpChatCompletions); without one, rules answer.
+    """
+    if settings.type == "rules" or chat is None:
         return RULES
     secret = settings.api_key.get_secret_value() if settings.api_key else ""
     key = hashlib.sha256("\0".join([settings.model_dump_json(), secret]).encode()).hexdigest()
     with _lock:
         if key not in _built:
-            _built[key] = LLMInterpreter(settings, http=http, fallback=RULES)
+            _built[key] = LLMInterpreter(settings, chat=chat(settings), fallback=RULES)
         return _built[key]

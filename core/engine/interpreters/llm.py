@@ -22,9 +22,8 @@ import re
 import threading
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.engine.interpreters.base import Context, Interpreter, Reading, Signal, Window
@@ -90,13 +89,25 @@ class LLMUnavailable(Exception):
     """The endpoint did not give a usable extraction; the rules reading is used."""
 
 
+class ChatUnavailable(LLMUnavailable):
+    """The endpoint could not be reached or did not answer 200."""
+
+
+class ChatCompletions(Protocol):
+    """The transport to an OpenAI-compatible endpoint (connectors/chat_completions.py)."""
+
+    def create(self, *, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """POST the body to {base_url}/chat/completions; the decoded answer, or ChatUnavailable."""
+        ...
+
+
 class LLMInterpreter:
     name = "llm"
 
-    def __init__(self, settings: InterpreterSettings, *, http: httpx.Client | None = None,
+    def __init__(self, settings: InterpreterSettings, *, chat: ChatCompletions,
                  fallback: Interpreter | None = None) -> None:
         self.settings = settings
-        self.http = http or httpx.Client()
+        self.chat = chat
         self.fallback = fallback or RulesInterpreter()
         self._failures = 0
         self._skip_until = 0.0
@@ -125,19 +136,10 @@ class LLMInterpreter:
                 "name": "reading", "strict": True, "schema": response_schema()}}
                 if self.settings.response_format == "json_schema" else {"type": "json_object"}),
         }
-        headers = {}
-        if self.settings.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
-        url = f"{self.settings.base_url.rstrip('/')}/chat/completions"
+        answer = self.chat.create(body=body, timeout=self.settings.timeout_seconds)
         try:
-            response = self.http.post(url, json=body, headers=headers, timeout=self.settings.timeout_seconds)
-        except httpx.HTTPError as exc:
-            raise LLMUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise LLMUnavailable(f"HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            message = response.json()["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            message = answer["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError) as exc:
             raise LLMUnavailable("the answer is not a chat completion") from exc
         if message.get("refusal"):
             raise LLMUnavailable(f"the model refused: {message['refusal'][:200]}")

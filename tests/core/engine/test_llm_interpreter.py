@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from connectors.chat_completions import HttpChatCompletions
 from core.engine.conversation import Action, Phase, State, advance, opening
 from core.engine.interpreters import interpreter_for
 from core.engine.interpreters.base import Context, Signal
@@ -40,7 +41,7 @@ def llm(sandbox, base_url, monkeypatch):
     settings = InterpreterSettings(type="llm", base_url=base_url, model=MODEL, api_key="env:ENGINE_TEST_LLM_KEY",
                                    timeout_seconds=0.5)
     with httpx.Client() as http:
-        yield LLMInterpreter(settings, http=http)
+        yield LLMInterpreter(settings, chat=HttpChatCompletions(settings, http=http))
 
 
 def extraction(value=None, *, others=(), pick=None, window=None, signals=()) -> str:
@@ -110,7 +111,7 @@ def test_vendor_errors_fall_back_to_the_rules(llm, sandbox, status):
 def test_a_wrong_api_key_falls_back_to_the_rules(sandbox, base_url, monkeypatch):
     monkeypatch.setenv("ENGINE_TEST_LLM_KEY", "sk-wrong")
     settings = InterpreterSettings(type="llm", base_url=base_url, model=MODEL, api_key="env:ENGINE_TEST_LLM_KEY")
-    assert law_turn(LLMInterpreter(settings), "wills").state.answers == {"matter_type": "estate"}
+    assert law_turn(LLMInterpreter(settings, chat=HttpChatCompletions(settings)), "wills").state.answers == {"matter_type": "estate"}
 
 
 def test_after_repeated_failures_the_endpoint_is_skipped_for_a_while(llm, sandbox):
@@ -162,7 +163,7 @@ def test_json_object_mode_for_servers_without_structured_outputs(sandbox, base_u
     settings = InterpreterSettings(type="llm", base_url=base_url, model=MODEL, api_key="env:ENGINE_TEST_LLM_KEY",
                                    response_format="json_object")
     sandbox.script(extraction("injury"))
-    assert law_turn(LLMInterpreter(settings), "hmm").state.answers == {"matter_type": "injury"}
+    assert law_turn(LLMInterpreter(settings, chat=HttpChatCompletions(settings)), "hmm").state.answers == {"matter_type": "injury"}
 
 
 def test_signals_from_the_model_are_limited_to_known_ones(llm, sandbox):
@@ -177,7 +178,10 @@ def test_tenants_get_rules_by_default_and_one_llm_interpreter_per_setting(base_u
     monkeypatch.setenv("ENGINE_TEST_LLM_KEY", KEY)
     assert interpreter_for(InterpreterSettings()).name == "rules"
     settings = InterpreterSettings(type="llm", base_url=base_url, model=MODEL, api_key="env:ENGINE_TEST_LLM_KEY")
-    assert interpreter_for(settings) is interpreter_for(settings.model_copy())
+    assert interpreter_for(settings) is interpreter_for(settings.model_copy())  # no transport: rules
+    assert interpreter_for(settings, chat=HttpChatCompletions).name == "llm"
+    assert interpreter_for(settings, chat=HttpChatCompletions) is interpreter_for(settings.model_copy(),
+                                                                                  chat=HttpChatCompletions)
     with pytest.raises(ValueError, match="needs base_url"):
         InterpreterSettings(type="llm")
     with pytest.raises(ValueError, match="inline secrets"):
