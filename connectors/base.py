@@ -12,7 +12,8 @@ sync layer decides retries from the type alone.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -87,6 +88,27 @@ class ConnectorConfig(BaseModel):
     base_url: str | None = None
 
 
+# --- calendar helpers --------------------------------------------------------------------
+
+def query_windows(start: datetime, end: datetime, span: timedelta) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) cut into spans a vendor's free/busy query accepts."""
+    while start < end:
+        stop = min(start + span, end)
+        yield start, stop
+        start = stop
+
+
+def merged_busy(intervals: list[BusyInterval]) -> list[BusyInterval]:
+    """Sorted, with overlaps and the seams between query windows joined."""
+    merged: list[BusyInterval] = []
+    for interval in sorted(intervals, key=lambda i: i.start):
+        if merged and interval.start <= merged[-1].end:
+            merged[-1] = BusyInterval(start=merged[-1].start, end=max(merged[-1].end, interval.end))
+        else:
+            merged.append(interval)
+    return merged
+
+
 # --- protocols -------------------------------------------------------------------------
 
 @runtime_checkable
@@ -112,15 +134,22 @@ class CRMConnector(Protocol):
         """Find (by phone) or create the contact; return its CRM id."""
         ...
 
-    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None) -> str:
+    # `key` names the record across retries (the sync layer passes "textback:<tenant>:<kind>:<local id>:..."):
+    # without `existing_id`, a record an earlier call created under the same key is found and updated instead
+    # of created again, so a create whose answer was lost is not duplicated. Without a key the connector
+    # derives one from what identifies the record.
+    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
+                         key: str | None = None) -> str:
         """Create or update the transcript record on the contact; return its id."""
         ...
 
-    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None) -> str:
+    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None,
+                           key: str | None = None) -> str:
         """Create or update the deal/matter for a qualified lead; return its id."""
         ...
 
-    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None) -> str:
+    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None,
+                       key: str | None = None) -> str:
         """Create or update the meeting for a booked appointment; return its id."""
         ...
 

@@ -25,6 +25,12 @@ edited it in between) reads it again. Other updates write only fields textback o
 rather than spending a read of Clio's 50-requests-a-minute budget on each. A record staff
 deleted (404 on update) is created again rather than failing every retry.
 
+Creates are idempotent by key. Clio has no field for an integration's own id on these records,
+so the text textback writes ends with a line `textback ref: tb<digest of the key>`, and before
+creating, the connector finds an earlier record by that token with the index's `query` search
+(a wildcard search over subject and body, detail, description or summary), confirming it in
+the text it reads back. A create whose answer was lost is then found and updated on retry.
+
 Regions (`base_url`): https://app.clio.com (US), https://eu.app.clio.com, https://ca.app.clio.com,
 https://au.app.clio.com; a token works only in its own region. Grow's inbox (`grow_base_url`):
 https://grow.clio.com, https://eu.grow.clio.com, https://ca.grow.clio.com, https://au.grow.clio.com.
@@ -33,6 +39,7 @@ https://grow.clio.com, https://eu.grow.clio.com, https://ca.grow.clio.com, https
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -138,32 +145,44 @@ class ClioCRM:
             self._submit_lead(contact)
         return created
 
-    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None) -> str:
-        started = (log.lines[0].at if log.lines else datetime.now(timezone.utc)).date().isoformat()
+    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
+                         key: str | None = None) -> str:
+        first = log.lines[0].at if log.lines else datetime.now(timezone.utc)
+        ref = _ref(key or _derived_key("conversation", contact_id, log.title, first.isoformat()))
+        text = _with_ref(log.as_text(), ref)
         if self._config.transcript_as == "note":
-            return self._upsert("notes", existing_id, {"subject": log.title, "detail": log.as_text()},
-                                lambda: {**self._note_owner(contact_id), "date": started})
+            return self._upsert("notes", existing_id, {"subject": log.title, "detail": text},
+                                lambda: {**self._note_owner(contact_id), "date": first.date().isoformat()},
+                                ref=(ref, "detail", [{"type": "Contact", "contact_id": contact_id},
+                                                     {"type": "Matter"}]))
         matter_id = self._open_matter(contact_id)
-        text = {"subject": log.title, "body": log.as_text(), **({"matter": {"id": matter_id}} if matter_id else {})}
-        return self._upsert("communications", existing_id, text, lambda: {
-            "type": "PhoneCommunication", "date": started,
+        fields = {"subject": log.title, "body": text, **({"matter": {"id": matter_id}} if matter_id else {})}
+        return self._upsert("communications", existing_id, fields, lambda: {
+            "type": "PhoneCommunication", "date": first.date().isoformat(),
             **({"received_at": log.lines[0].at.isoformat()} if log.lines else {}),
             "senders": [{"type": "Contact", "id": int(contact_id)}],
-            "receivers": [{"type": "User", "id": self._me()}]})
+            "receivers": [{"type": "User", "id": self._me()}]},
+            ref=(ref, "body", [{"contact_id": contact_id}]))
 
-    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None) -> str:
-        described = {"description": "\n".join(filter(None, [opportunity.name, opportunity.description]))}
+    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None,
+                           key: str | None = None) -> str:
+        ref = _ref(key or _derived_key("opportunity", contact_id, opportunity.name))
+        described = {"description": _with_ref("\n".join(filter(None, [opportunity.name, opportunity.description])),
+                                              ref)}
 
         def created() -> dict:
             area = self._practice_area(opportunity)
             return {"client": {"id": int(contact_id)}, "status": self._config.matter_status.lower(),
                     **({"practice_area": {"id": area}} if area is not None else {})}
-        return self._upsert("matters", existing_id, described, created)
+        return self._upsert("matters", existing_id, described, created,
+                            ref=(ref, "description", [{"client_id": contact_id}]))
 
-    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None) -> str:
+    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None,
+                       key: str | None = None) -> str:
         if booking.start.tzinfo is None or booking.end.tzinfo is None:
             raise Rejected("booking times must carry a UTC offset")
-        entry = {"summary": booking.title, "description": booking.description,
+        ref = _ref(key or _derived_key("booking", contact_id, booking.start.isoformat()))
+        entry = {"summary": booking.title, "description": _with_ref(booking.description, ref),
                  "start_at": booking.start.isoformat(), "end_at": booking.end.isoformat()}
 
         def created() -> dict:
@@ -171,7 +190,7 @@ class ClioCRM:
             return {"calendar_owner": {"id": self._config.calendar_id or self._user_calendar()},
                     "attendees": [{"type": "Contact", "id": int(contact_id)}],
                     **({"matter": {"id": matter_id}} if matter_id else {})}
-        return self._upsert("calendar_entries", existing_id, entry, created)
+        return self._upsert("calendar_entries", existing_id, entry, created, ref=(ref, "description", [{}]))
 
     # --- contacts -------------------------------------------------------------------------------
 
@@ -257,17 +276,30 @@ class ClioCRM:
 
     # --- HTTP -------------------------------------------------------------------------------------
 
-    def _upsert(self, kind: str, existing_id: str | None, fields: dict, on_create: Callable[[], dict]) -> str:
-        """Update `fields` of the record we made, or create it (with what only a new one needs) when Clio has none."""
-        if existing_id:
-            try:
-                self._call("PATCH", f"{kind}/{existing_id}", action=f"update {kind} {existing_id}",
-                           json={"data": fields})
-                return existing_id
-            except Rejected as exc:
-                if exc.status != 404:
-                    raise
+    def _upsert(self, kind: str, existing_id: str | None, fields: dict, on_create: Callable[[], dict], *,
+                ref: tuple[str, str, list[dict]]) -> str:
+        """Update `fields` of the record we made, known by id or found by its ref, or create it (with what only
+        a new one needs) when Clio has none. `ref` is (token, the field it is in, the index filters to try)."""
+        for known in (existing_id, self._find_by_ref(kind, *ref)):
+            if known and self._patched(kind, known, fields):
+                return known
         return self._create(kind, {**on_create(), **fields})
+
+    def _patched(self, kind: str, record_id: str, fields: dict) -> bool:
+        try:
+            self._call("PATCH", f"{kind}/{record_id}", action=f"update {kind} {record_id}", json={"data": fields})
+            return True
+        except Rejected as exc:
+            if exc.status != 404:
+                raise
+        return False
+
+    def _find_by_ref(self, kind: str, token: str, field: str, filters: list[dict]) -> str | None:
+        for narrowed in filters:
+            for candidate in self._each(kind, {"query": token, "fields": f"id,{field}", **narrowed}):
+                if token in (candidate.get(field) or ""):
+                    return str(candidate["id"])
+        return None
 
     def _create(self, kind: str, data: dict) -> str:
         created = self._call("POST", kind, action=f"create {kind}", json={"data": data}, params={"fields": "id"})
@@ -344,6 +376,20 @@ def _detail(response: httpx.Response) -> str:
 
 
 # --- values -------------------------------------------------------------------------------------
+
+def _derived_key(kind: str, *identifying: str) -> str:
+    """A key for a caller that gave none, from what identifies the record: the same record, the same key."""
+    return f"textback:{kind}:" + "\x1f".join(identifying)
+
+
+def _ref(key: str) -> str:
+    """One search token for a key: letters and digits only, so Clio's full-text `query` matches it whole."""
+    return "tb" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _with_ref(text: str, ref: str) -> str:
+    return f"{text}\n\ntextback ref: {ref}" if text else f"textback ref: {ref}"
+
 
 def _new_person(contact: ContactRecord) -> dict:
     # Clio requires a first or last name; until the caller gives one, the number stands in for it.

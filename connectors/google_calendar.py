@@ -8,6 +8,12 @@ with `textback connect`, and the injected `token` (connectors/oauth.py) supplies
 
 Idempotency: the Google event id is derived from `EventRequest.key`, so a retried insert
 answers 409 `duplicate` and we return the event the earlier attempt created.
+
+Changes: `watch` opens a push channel (Google POSTs an empty notification to the address on each
+change, with the token in X-Goog-Channel-Token), `unwatch` closes it, and `changes_since` reads
+what changed since a cursor (Google's sync token). When Google answers 410 (the token expired or
+was invalidated) `changes_since` starts again from scratch: it returns every event, with a new
+cursor, and the caller must treat that list as a full snapshot rather than a delta.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
@@ -41,7 +48,9 @@ from connectors.base import (
     Secret,
     Transient,
     error_for_status,
+    merged_busy,
     parse_retry_after,
+    query_windows,
 )
 from connectors.oauth import OAuthApp, TokenProvider
 from core.models import BusyInterval, CreatedEvent, EventRequest
@@ -138,7 +147,7 @@ class GoogleCalendar:
 
     def free_busy(self, *, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[BusyInterval]]:
         busy: dict[str, list[BusyInterval]] = {calendar_id: [] for calendar_id in calendars}
-        for window_start, window_end in _windows(start, end, FREE_BUSY_WINDOW):
+        for window_start, window_end in query_windows(start, end, FREE_BUSY_WINDOW):
             body = {
                 "timeMin": window_start.isoformat(),
                 "timeMax": window_end.isoformat(),
@@ -156,7 +165,7 @@ class GoogleCalendar:
                     BusyInterval(start=datetime.fromisoformat(b["start"]), end=datetime.fromisoformat(b["end"]))
                     for b in entry.get("busy", [])
                 )
-        return {calendar_id: _merged(intervals) for calendar_id, intervals in busy.items()}
+        return {calendar_id: merged_busy(intervals) for calendar_id, intervals in busy.items()}
 
     def create_event(self, event: EventRequest) -> CreatedEvent:
         event_id = event_id_for(event.key)
@@ -190,6 +199,49 @@ class GoogleCalendar:
         """Delete the event; one already deleted (410) or gone (404) counts as done."""
         delete = self._service.events().delete(calendarId=calendar_id, eventId=external_id, sendUpdates="none")
         self._execute(delete, action="cancel event", tolerate=(404, 410))
+
+    def watch(self, *, calendar_id: str, address: str, token: str, ttl_seconds: int) -> dict:
+        """Open a push channel on the calendar's events.
+
+        Returns `channel_id`, `resource_id` (both needed by `unwatch`), `resource_uri` and
+        `expires_at` (aware UTC; Google may grant less than `ttl_seconds`, and never renews).
+        """
+        body = {"id": str(uuid.uuid4()), "type": "web_hook", "address": address, "token": token,
+                "params": {"ttl": str(ttl_seconds)}}
+        channel = self._execute(self._service.events().watch(calendarId=calendar_id, body=body), action="watch")
+        return {"channel_id": channel["id"], "resource_id": channel["resourceId"],
+                "resource_uri": channel.get("resourceUri"),
+                "expires_at": datetime.fromtimestamp(int(channel["expiration"]) / 1000, timezone.utc)}
+
+    def unwatch(self, *, channel_id: str, resource_id: str) -> None:
+        """Close a push channel; one already closed or expired (404) counts as done."""
+        stop = self._service.channels().stop(body={"id": channel_id, "resourceId": resource_id})
+        self._execute(stop, action="unwatch", tolerate=(404,))
+
+    def changes_since(self, *, calendar_id: str, cursor: str | None) -> tuple[list[dict], str]:
+        """The events changed since `cursor` (cancelled ones have status "cancelled") and the next cursor.
+
+        Without a cursor, or when Google refuses it with 410, this is a full sync: every event,
+        cancelled ones Google still keeps included, so a caller applies both kinds of answer alike
+        but must drop what it knows that a full sync no longer lists.
+        """
+        if cursor is not None:
+            try:
+                return self._events_pages(calendar_id, {"syncToken": cursor})
+            except Rejected as exc:
+                if exc.status != 410:
+                    raise
+        return self._events_pages(calendar_id, {"showDeleted": True})
+
+    def _events_pages(self, calendar_id: str, params: dict[str, Any]) -> tuple[list[dict], str]:
+        events, page_token = [], None
+        while True:
+            request = self._service.events().list(calendarId=calendar_id, pageToken=page_token, **params)
+            page = self._execute(request, action="list changes")
+            events.extend(page.get("items", []))
+            page_token = page.get("nextPageToken")
+            if page_token is None:
+                return events, page["nextSyncToken"]
 
     def _earlier_attempt(self, event: EventRequest, body: dict[str, Any]) -> dict:
         """The event a previous attempt with the same key created; restored if it was cancelled since."""
@@ -285,21 +337,3 @@ def _calendar_error(calendar_id: str, errors: list[dict]) -> ConnectorError:
             f"free/busy query: calendar {calendar_id} does not exist or is not shared with these credentials"
         )
     return Rejected(f"free/busy query: calendar {calendar_id}: {sorted(reasons)}")
-
-
-def _windows(start: datetime, end: datetime, span: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    while start < end:
-        stop = min(start + span, end)
-        yield start, stop
-        start = stop
-
-
-def _merged(intervals: list[BusyInterval]) -> list[BusyInterval]:
-    """Sorted, with overlaps and the seams between query windows joined."""
-    merged: list[BusyInterval] = []
-    for interval in sorted(intervals, key=lambda i: i.start):
-        if merged and interval.start <= merged[-1].end:
-            merged[-1] = BusyInterval(start=merged[-1].start, end=max(merged[-1].end, interval.end))
-        else:
-            merged.append(interval)
-    return merged

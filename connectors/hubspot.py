@@ -17,6 +17,18 @@ Updates write only what textback owns: the stage a deal or lead is in, and a mee
 outcome, belong to the staff once the record exists. A record staff have deleted since
 (PATCH answers 404) is created again rather than failing on every retry.
 
+Creates are idempotent by key: notes, deals and meetings carry the caller's key in a custom
+property `textback_key`, which the connector creates on first use in its own property group
+(`textback`), as a unique-value property where the portal allows one (HubSpot documents them
+for deals; an account that refuses one for an activity type gets a plain property). Before
+creating, the connector looks for the key: a unique key by reading the record with
+`idProperty=textback_key`, a plain one among the records associated with the contact (both are
+direct reads, not search, whose index lags writes by seconds). A create that collides with a
+unique key all the same (two writers at once) is refused (409 as for a contact's email; 400 has
+been seen too, so both count) and the existing record is read back by its key and updated; with
+a plain key both creates succeed, so a writer that finds an older record with its key afterwards
+archives its own and updates that one.
+
 The SDK's own urllib3 retries are switched off so that every failure reaches the error
 tree of connectors/base.py exactly once, and the sync layer decides what to retry.
 """
@@ -24,6 +36,7 @@ tree of connectors/base.py exactly once, and the sync layer decides what to retr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import json
 import re
@@ -34,17 +47,22 @@ from typing import ClassVar, Literal
 import phonenumbers
 import urllib3
 from hubspot import HubSpot
+from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
 from hubspot.crm.objects import (
     ApiException,
     AssociationSpec,
+    BatchReadInputSimplePublicObjectId,
     Filter,
     FilterGroup,
     PublicAssociationsForObject,
     PublicObjectId,
     PublicObjectSearchRequest,
+    SimplePublicObjectId,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
 )
+from hubspot.crm.properties import ApiException as PropertiesApiException
+from hubspot.crm.properties import PropertyCreate, PropertyGroupCreate
 from pydantic import Field
 from urllib3.util.retry import Retry
 
@@ -65,7 +83,9 @@ NOTE_TO_CONTACT = 202
 DEAL_TO_CONTACT = 3
 MEETING_TO_CONTACT = 200
 NOTE_BODY_LIMIT = 65_536
-_TIMEOUT = (5.0, 30.0)  # connect, read (seconds): the SDK has no default and would wait forever
+KEY_PROPERTY = "textback_key"
+KEY_GROUP = "textback"
+BATCH_READ_LIMIT = 100
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
 
@@ -79,6 +99,8 @@ class HubSpotConfig(ConnectorConfig):
     source_property: str | None = Field(
         default=None, description="a custom contact property that receives where the lead came from "
                                   "(HubSpot's own source properties are enumerations it sets itself)")
+    timeout_seconds: float = Field(default=10, gt=0, le=60, description="how long one HubSpot call may take, "
+                                                                        "connecting included (at most 5 s of it)")
 
 
 class HubSpotCRM:
@@ -91,9 +113,16 @@ class HubSpotCRM:
         self._config = config
         client = client or HubSpot(access_token=config.access_token.get_secret_value(),
                                    host=config.base_url.rstrip("/"), retry=Retry(total=0, redirect=False))
-        # Every `client.crm...` attribute access builds a new ApiClient and connection pool: keep these two.
+        # Every `client.crm...` attribute access builds a new ApiClient and connection pool: keep these.
         self._objects = client.crm.objects.basic_api
         self._search = client.crm.objects.search_api
+        self._batch = client.crm.objects.batch_api
+        self._properties = client.crm.properties.core_api
+        self._groups = client.crm.properties.groups_api
+        self._links = client.crm.associations.v4.basic_api
+        # The SDK has no default timeout and would wait forever.
+        self._timeout = (min(5.0, config.timeout_seconds), config.timeout_seconds)
+        self._unique_key: dict[str, bool] = {}
 
     def upsert_contact(self, contact: ContactRecord, *, existing_id: str | None = None) -> str:
         details = {name: value for name, value in (("firstname", contact.first_name),
@@ -106,30 +135,36 @@ class HubSpotCRM:
             return updated
         return self._create_contact(contact, details)
 
-    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None) -> str:
+    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
+                         key: str | None = None) -> str:
         body = {"hs_note_body": _note_html(log.as_text())}
         if existing_id and (updated := self._update("notes", existing_id, body)):
             return updated
         started = log.lines[0].at if log.lines else datetime.now(timezone.utc)
-        return self._create("notes", {**body, "hs_timestamp": _hubspot_time(started)},
-                            contact_id=contact_id, association_type_id=NOTE_TO_CONTACT)
+        key = key or _derived_key("conversation", contact_id, log.title, started.isoformat())
+        return self._create_once("notes", {**body, "hs_timestamp": _hubspot_time(started)}, body, key=key,
+                                 contact_id=contact_id, association_type_id=NOTE_TO_CONTACT)
 
-    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None) -> str:
+    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None,
+                           key: str | None = None) -> str:
         described = {"dealname": opportunity.name, "description": opportunity.description}
         if existing_id and (updated := self._update("deals", existing_id, described)):
             return updated
-        return self._create("deals", {**described, "pipeline": self._config.deal_pipeline,
-                                      "dealstage": self._config.deal_stage},
-                            contact_id=contact_id, association_type_id=DEAL_TO_CONTACT)
+        return self._create_once("deals", {**described, "pipeline": self._config.deal_pipeline,
+                                           "dealstage": self._config.deal_stage}, described,
+                                 key=key or _derived_key("opportunity", contact_id, opportunity.name),
+                                 contact_id=contact_id, association_type_id=DEAL_TO_CONTACT)
 
-    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None) -> str:
+    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None,
+                       key: str | None = None) -> str:
         meeting = {"hs_meeting_title": booking.title, "hs_meeting_body": booking.description,
                    "hs_meeting_start_time": _hubspot_time(booking.start),
                    "hs_meeting_end_time": _hubspot_time(booking.end), "hs_timestamp": _hubspot_time(booking.start)}
         if existing_id and (updated := self._update("meetings", existing_id, meeting)):
             return updated
-        return self._create("meetings", {**meeting, "hs_meeting_outcome": "SCHEDULED"},
-                            contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
+        return self._create_once("meetings", {**meeting, "hs_meeting_outcome": "SCHEDULED"}, meeting,
+                                 key=key or _derived_key("booking", contact_id, booking.start.isoformat()),
+                                 contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
 
     def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
         created = {"phone": contact.phone, **details, "lifecyclestage": "lead", "hs_lead_status": "NEW"}
@@ -156,7 +191,7 @@ class HubSpotCRM:
             sorts=[{"propertyName": "createdate", "direction": "ASCENDING"}],
             properties=["phone", "mobilephone"], limit=20)
         with _vendor_errors("search contacts by phone"):
-            page = self._search.do_search("contacts", request, _request_timeout=_TIMEOUT)
+            page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
         for candidate in page.results:
             if any(_same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
                 return candidate.id
@@ -170,8 +205,111 @@ class HubSpotCRM:
         with _vendor_errors(f"create {object_type}"):
             created = self._objects.create(
                 object_type, SimplePublicObjectInputForCreate(properties=properties, associations=associations),
-                _request_timeout=_TIMEOUT)
+                _request_timeout=self._timeout)
         return created.id
+
+    def _create_once(self, object_type: str, created: dict[str, str], changes: dict[str, str], *, key: str,
+                     contact_id: str, association_type_id: int) -> str:
+        """The record created under `key`, made now or found from an earlier call and brought up to date."""
+        unique = self._key_is_unique(object_type)
+        found = self._read_by_key(object_type, key) if unique else self._associated_by_key(object_type, key,
+                                                                                            contact_id)
+        if found and (updated := self._update(object_type, found, changes)):
+            return updated
+        try:
+            made = self._create(object_type, {**created, KEY_PROPERTY: key}, contact_id=contact_id,
+                                association_type_id=association_type_id)
+        except Rejected as exc:
+            taken = unique and exc.status in (400, 409) and self._read_by_key(object_type, key)
+            if not taken:
+                raise
+            return self._update(object_type, taken, changes) or taken
+        if unique:
+            return made
+        # Two jobs for one record can each miss the other's create and create too; a plain key does not stop
+        # that, so every such writer keeps the oldest record with the key and archives its own copy.
+        oldest = self._associated_by_key(object_type, key, contact_id)
+        if oldest is None or oldest == made:
+            return made
+        with _vendor_errors(f"archive the duplicate {object_type} {made}"):
+            self._objects.archive(object_type, made, _request_timeout=self._timeout)
+        return self._update(object_type, oldest, changes) or oldest
+
+    def _key_is_unique(self, object_type: str) -> bool:
+        """Whether the object type's key property holds unique values; it is created on first use."""
+        if object_type not in self._unique_key:
+            with _vendor_errors(f"set up the {KEY_PROPERTY} property of {object_type}"):
+                self._unique_key[object_type] = self._ensure_key_property(object_type)
+        return self._unique_key[object_type]
+
+    def _ensure_key_property(self, object_type: str) -> bool:
+        try:
+            return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
+                                                     _request_timeout=self._timeout).has_unique_value)
+        except PropertiesApiException as exc:
+            if exc.status != 404:
+                raise
+        try:
+            self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
+                                _request_timeout=self._timeout)
+        except PropertiesApiException as exc:
+            if exc.status != 409:
+                raise
+        try:
+            return self._create_key_property(object_type, unique=True)
+        except PropertiesApiException as exc:
+            if exc.status != 400:  # 400: this object type takes no unique-value properties in this account
+                raise
+        return self._create_key_property(object_type, unique=False)
+
+    def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
+        try:
+            self._properties.create(object_type, PropertyCreate(
+                name=KEY_PROPERTY, label="textback key", type="string", field_type="text", group_name=KEY_GROUP,
+                has_unique_value=unique, form_field=False,
+                description="Set by textback so that a retried write finds the record it made"),
+                _request_timeout=self._timeout)
+            return unique
+        except PropertiesApiException as exc:
+            if exc.status != 409:
+                raise
+        # Another worker created it meanwhile: what it chose stands.
+        return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
+                                                 _request_timeout=self._timeout).has_unique_value)
+
+    def _read_by_key(self, object_type: str, key: str) -> str | None:
+        try:
+            with _vendor_errors(f"read {object_type} by {KEY_PROPERTY}"):
+                return self._objects.get_by_id(object_type, key, properties=[KEY_PROPERTY], id_property=KEY_PROPERTY,
+                                               _request_timeout=self._timeout).id
+        except Rejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _associated_by_key(self, object_type: str, key: str, contact_id: str) -> str | None:
+        """The oldest record of the type associated with the contact that carries `key`."""
+        linked: list[str] = []
+        after = None
+        with _vendor_errors(f"list the contact's {object_type}"):
+            while True:
+                page = self._links.get_page("contacts", contact_id, object_type, after=after, limit=500,
+                                            _request_timeout=self._timeout)
+                linked += [str(each.to_object_id) for each in page.results]
+                after = page.paging.next.after if page.paging and page.paging.next else None
+                if after is None:
+                    break
+        for start in range(0, len(linked), BATCH_READ_LIMIT):
+            request = BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=each) for each in linked[start:start + BATCH_READ_LIMIT]],
+                properties=[KEY_PROPERTY], properties_with_history=[])
+            with _vendor_errors(f"read the contact's {object_type}"):
+                found = self._batch.read(object_type, request, _request_timeout=self._timeout).results
+            keyed = sorted((each for each in found if (each.properties or {}).get(KEY_PROPERTY) == key),
+                           key=lambda each: int(each.id))
+            if keyed:
+                return keyed[0].id
+        return None
 
     def _update(self, object_type: str, object_id: str, properties: dict[str, str]) -> str | None:
         """The id HubSpot answers with (an old id of merged records updates the surviving one),
@@ -181,7 +319,7 @@ class HubSpotCRM:
         try:
             with _vendor_errors(f"update {object_type} {object_id}"):
                 updated = self._objects.update(object_type, object_id, SimplePublicObjectInput(properties=properties),
-                                               _request_timeout=_TIMEOUT)
+                                               _request_timeout=self._timeout)
         except Rejected as exc:
             if exc.status == 404:
                 return None
@@ -194,13 +332,13 @@ def _vendor_errors(action: str) -> Iterator[None]:
     """Translate the SDK's and urllib3's failures into the connector error tree."""
     try:
         yield
-    except ApiException as exc:
+    except (ApiException, PropertiesApiException, AssociationsApiException) as exc:
         raise _error_for(exc, action) from exc
     except urllib3.exceptions.HTTPError as exc:
         raise Transient(f"HubSpot {action} failed: {exc}") from exc
 
 
-def _error_for(exc: ApiException, action: str) -> ConnectorError:
+def _error_for(exc: ApiException | PropertiesApiException | AssociationsApiException, action: str) -> ConnectorError:
     message = f"HubSpot {action} failed with {exc.status}: {_vendor_message(exc.body) or exc.reason}"
     if not exc.status:  # the SDK reports TLS failures with status 0
         return Transient(message)
@@ -214,6 +352,11 @@ def _vendor_message(body: bytes | str | None) -> str | None:
         return str(json.loads(body).get("message"))
     except (ValueError, AttributeError):
         return (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
+
+
+def _derived_key(kind: str, *identifying: str) -> str:
+    """A key for a caller that gave none, from what identifies the record: the same record, the same key."""
+    return f"textback:{kind}:" + hashlib.sha256("\x1f".join(identifying).encode()).hexdigest()[:32]
 
 
 def _national_digits(phone: str) -> str:

@@ -48,7 +48,9 @@ from connectors.base import (
     Secret,
     Transient,
     error_for_status,
+    merged_busy,
     parse_retry_after,
+    query_windows,
 )
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
@@ -145,7 +147,7 @@ class OutlookCalendar:
         path = "/me/calendar/getSchedule" if self.config.mode == "delegated" else \
             f"/users/{_segment(calendars[0])}/calendar/getSchedule"
         mailboxes = list(busy)
-        for window_start, window_end in _windows(start, end, SCHEDULE_WINDOW):
+        for window_start, window_end in query_windows(start, end, SCHEDULE_WINDOW):
             for first in range(0, len(mailboxes), SCHEDULES_PER_CALL):
                 batch = mailboxes[first:first + SCHEDULES_PER_CALL]
                 body = {"schedules": batch, "startTime": _utc_wall_clock(window_start),
@@ -155,7 +157,7 @@ class OutlookCalendar:
                 schedules = {str(item.get("scheduleId", "")).lower(): item for item in answer.get("value", [])}
                 for mailbox in batch:
                     busy[mailbox].extend(_busy_items(mailbox, schedules.get(mailbox.lower())))
-        return {calendar: _merged(intervals) for calendar, intervals in busy.items()}
+        return {calendar: merged_busy(intervals) for calendar, intervals in busy.items()}
 
     def create_event(self, event: EventRequest) -> CreatedEvent:
         body: dict[str, Any] = {
@@ -356,21 +358,3 @@ def _segment(value: str) -> str:
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(Path(ca_bundle).expanduser())) if ca_bundle else True
-
-
-def _windows(start: datetime, end: datetime, span: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    while start < end:
-        stop = min(start + span, end)
-        yield start, stop
-        start = stop
-
-
-def _merged(intervals: list[BusyInterval]) -> list[BusyInterval]:
-    """Sorted, with overlaps and the seams between query windows joined."""
-    merged: list[BusyInterval] = []
-    for interval in sorted(intervals, key=lambda i: i.start):
-        if merged and interval.start <= merged[-1].end:
-            merged[-1] = BusyInterval(start=merged[-1].start, end=max(merged[-1].end, interval.end))
-        else:
-            merged.append(interval)
-    return merged

@@ -13,7 +13,8 @@ Signing: `X-Textback-Timestamp: <unix seconds>` and
 Ids: a receiver that answers `{"id": "..."}` names the record and that id is returned; otherwise
 the record id we sent is returned. Without an existing id it is derived from what identifies the
 record (the caller's phone; the contact plus the conversation's first line; the deal's name; the
-booking's start), so a retry after a lost answer names the same record. Every event carries an
+booking's start), so a retry after a lost answer names the same record; that record id already plays
+the part of the protocol's `key`, so the key callers pass is not sent. Every event carries an
 idempotency key derived from the record and its data: a retry sends the same key, a change a new one.
 """
 
@@ -107,19 +108,22 @@ class WebhookCRM:
         record_id = existing_id or "tb_contact_" + _digest("contact", contact.phone)
         return self._deliver("contact.upserted", record_id, {"contact": contact.model_dump(mode="json")})
 
-    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None) -> str:
+    def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
+                         key: str | None = None) -> str:
         started = log.lines[0].at.isoformat() if log.lines else ""
         record_id = existing_id or "tb_conversation_" + _digest("conversation", contact_id, log.title, started)
         conversation = {**log.model_dump(mode="json"), "text": log.as_text()}
         return self._deliver("conversation.logged", record_id, {"contact_id": contact_id,
                                                                 "conversation": conversation})
 
-    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None) -> str:
+    def upsert_opportunity(self, *, contact_id: str, opportunity: Opportunity, existing_id: str | None = None,
+                           key: str | None = None) -> str:
         record_id = existing_id or "tb_opportunity_" + _digest("opportunity", contact_id, opportunity.name)
         return self._deliver("opportunity.upserted", record_id, {"contact_id": contact_id,
                                                                  "opportunity": opportunity.model_dump(mode="json")})
 
-    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None) -> str:
+    def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None,
+                       key: str | None = None) -> str:
         record_id = existing_id or "tb_booking_" + _digest("booking", contact_id, booking.start.isoformat())
         return self._deliver("booking.recorded", record_id, {"contact_id": contact_id,
                                                              "booking": booking.model_dump(mode="json")})

@@ -12,7 +12,8 @@ only the `fields=` asked for (default `id,etag`), single records carry `ETag` an
 `Last-Modified` (If-None-Match answers 304, a stale If-Match on PATCH 412), and lists page
 as sandbox.clio_index describes. Every authenticated answer carries X-RateLimit-Limit,
 -Remaining and -Reset for a fixed 60 s window per token; past `rate_limit` requests the
-answer is 429 with Retry-After. `faults` scripts 429/5xx answers by path prefix. The Grow
+answer is 429 with Retry-After. `faults` scripts 429/5xx answers, late answers and dropped
+connections by path prefix (sandbox.common). The Grow
 lead inbox is `POST /inbox_leads`, on the same server for convenience.
 """
 
@@ -35,7 +36,7 @@ from sandbox.clio_index import index_page
 from sandbox.clio_oauth import ACCESS_TOKEN_LIFETIME, INVALID_TOKEN, ClioOAuth, OAuthError
 from sandbox.clio_store import ClioStore
 from sandbox.clio_webhooks import WebhookDispatcher
-from sandbox.common import Faults
+from sandbox.common import Faults, inject_faults
 
 API = "/api/v4"
 API_VERSION = "4.0.9"
@@ -161,6 +162,9 @@ class ClioSandbox:
 
 def create_app(sandbox: ClioSandbox) -> FastAPI:
     app = FastAPI(title="Clio sandbox")
+
+    # Scripted error answers are taken in the gatekeeper, after authentication and the rate limit.
+    inject_faults(app, sandbox.faults)
 
     @app.exception_handler(ClioError)
     async def clio_error(request: Request, exc: ClioError) -> JSONResponse:

@@ -108,7 +108,7 @@ _FILTERS: dict[str, dict[str, Callable[[dict, str], bool]]] = {
     "communications": {"contact_id": _party("Contact"), "user_id": _party("User"), "matter_id": _reference("matter"),
                        "type": lambda r, wanted: r["type"] == wanted, "query": _text_query("subject", "body")},
     "notes": {"contact_id": _reference("contact"), "matter_id": _reference("matter"),
-              "type": lambda r, wanted: r["type"] == wanted},
+              "type": lambda r, wanted: r["type"] == wanted, "query": _text_query("subject", "detail")},
     "calendar_entries": {"calendar_id": _reference("calendar_owner"), "matter_id": _reference("matter"),
                          "query": _text_query("summary", "description")},
 }

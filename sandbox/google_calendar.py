@@ -1,8 +1,11 @@
 """Google Calendar v3 emulator: freeBusy and events, behind the OAuth token endpoint.
 
 `create_app(sandbox)` serves `POST /token` (sandbox/google_oauth.py) and, under
-`/calendar/v3/`, `freeBusy` and `calendars/{calendarId}/events[/{eventId}]`
-(list with pages and sync tokens, insert, get, patch, update, delete).
+`/calendar/v3/`, `freeBusy`, `calendars/{calendarId}/events[/{eventId}]` (list with pages and
+sync tokens, insert, get, patch, update, delete), `calendars/{calendarId}/events/watch` and
+`channels/stop` (sandbox/google_channels.py: notifications go out on `deliver_notifications`).
+Every request is first checked against the discovery document the Google client ships
+(sandbox/google_discovery.py), and `faults` scripts errors, late answers and dropped connections.
 
 Access is by identity: an access token speaks for a service account, the user it
 impersonates, or an authorized user; a calendar is visible only to its owners and the
@@ -19,10 +22,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-from sandbox.common import Faults
+from sandbox.common import Faults, inject_faults
+from sandbox.google_channels import PushChannels
+from sandbox.google_discovery import add_request_validation
 from sandbox.google_oauth import (
     GoogleApiError,
     GoogleOAuth,
@@ -34,6 +40,7 @@ from sandbox.google_oauth import (
 # Google does not document the freeBusy span limit; ranges of about three months are refused.
 FREE_BUSY_MAX_SPAN = timedelta(days=90)
 
+GOOGLE_API = "https://www.googleapis.com"
 _SCOPE = "https://www.googleapis.com/auth/"
 # Per method, the scopes the bundled discovery document (calendar.v3.json) lists.
 FREE_BUSY_SCOPES = {_SCOPE + s for s in ("calendar", "calendar.events.freebusy", "calendar.freebusy",
@@ -65,6 +72,7 @@ class GoogleCalendarSandbox:
     def __init__(self) -> None:
         self.oauth = GoogleOAuth()
         self.faults = Faults()
+        self.channels = PushChannels()
         self._calendars: dict[str, _Calendar] = {}
         self._version = 0
         self._sync_tokens: dict[str, tuple[str, int]] = {}
@@ -90,6 +98,16 @@ class GoogleCalendarSandbox:
         """Every event of the calendar, cancelled ones (status "cancelled") included."""
         with self._lock:
             return [dict(event) for event in self._calendars[calendar_id].events.values()]
+
+    def remove_calendar(self, calendar_id: str) -> None:
+        """Delete a calendar, as its owner may: its channels get a last `not_exists` message."""
+        with self._lock:
+            del self._calendars[calendar_id]
+        self.channels.changed(calendar_id, state="not_exists")
+
+    def deliver_notifications(self, http: httpx.Client) -> list[httpx.Response]:
+        """POST the queued push notifications to their channels' addresses (see sandbox.google_channels)."""
+        return self.channels.deliver(http)
 
     def expire_sync_tokens(self) -> None:
         """Invalidate every sync token, as Google does now and then: the next incremental list answers 410."""
@@ -201,6 +219,11 @@ class GoogleCalendarSandbox:
                      "reminders": {"useDefault": True}, "eventType": "default"}
             return self._store(calendar, event, body)
 
+    def watch_events(self, calendar_id: str, body: dict, *, identity: str, resource_uri: str) -> dict:
+        with self._lock:
+            calendar = self._require(calendar_id, identity)
+        return self.channels.watch(calendar.id, body, resource_uri=resource_uri)
+
     def get_event(self, calendar_id: str, event_id: str, *, identity: str) -> dict:
         with self._lock:
             calendar = self._require(calendar_id, identity)
@@ -250,6 +273,7 @@ class GoogleCalendarSandbox:
         event["etag"] = f'"{3_000_000_000_000_000 + self._version}"'
         calendar.events[event["id"]] = event
         calendar.versions[event["id"]] = self._version
+        self.channels.changed(calendar.id)
         return dict(event)
 
     def _visible(self, calendar_id: str, identity: str) -> _Calendar | None:
@@ -268,26 +292,13 @@ def create_app(sandbox: GoogleCalendarSandbox) -> FastAPI:
     add_token_endpoint(app, sandbox.oauth)
     add_google_api_errors(app)
 
-    @app.middleware("http")
-    async def scripted_faults(request: Request, call_next):
-        fault = sandbox.faults.take(request.url.path)
-        if fault is None:
-            return await call_next(request)
-        status, headers = fault["status"], {}
-        if fault["retry_after"] is not None:
-            headers["Retry-After"] = str(fault["retry_after"])
-        if status in (403, 429):
-            error = GoogleApiError(status, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
-        elif status >= 500:
-            error = GoogleApiError(status, "backendError", "Backend Error")
-        else:
-            error = GoogleApiError(status, "badRequest", "Bad Request")
-        error.headers = headers
-        return error.response()
+    add_request_validation(app)
+    inject_faults(app, sandbox.faults, respond=_fault)
 
     free_busy_reader = bearer_identity(sandbox.oauth, FREE_BUSY_SCOPES)
     reader = bearer_identity(sandbox.oauth, READ_SCOPES)
     writer = bearer_identity(sandbox.oauth, WRITE_SCOPES)
+    channel_owner = bearer_identity(sandbox.oauth, READ_SCOPES | FREE_BUSY_SCOPES)
     base = "/calendar/v3"
 
     @app.post(f"{base}/freeBusy")
@@ -307,6 +318,18 @@ def create_app(sandbox: GoogleCalendarSandbox) -> FastAPI:
     async def insert_event(calendar_id: str, request: Request, identity: str = writer) -> dict:
         return sandbox.insert_event(calendar_id, await _json(request), identity=identity)
 
+    @app.post(f"{base}/calendars/{{calendar_id}}/events/watch")
+    async def watch_events(calendar_id: str, request: Request, identity: str = reader) -> dict:
+        # The resource URI names what is watched, as the caller asked for it (Google keeps `alt=json`).
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").removesuffix("/watch")
+        resource_uri = f"{GOOGLE_API}{raw_path}?alt=json"
+        return sandbox.watch_events(calendar_id, await _json(request), identity=identity, resource_uri=resource_uri)
+
+    @app.post(f"{base}/channels/stop", status_code=204)
+    async def stop_channel(request: Request, identity: str = channel_owner) -> Response:
+        sandbox.channels.stop(await _json(request))
+        return Response(status_code=204)
+
     @app.get(f"{base}/calendars/{{calendar_id}}/events/{{event_id}}")
     def get_event(calendar_id: str, event_id: str, identity: str = reader) -> dict:
         return sandbox.get_event(calendar_id, event_id, identity=identity)
@@ -325,6 +348,17 @@ def create_app(sandbox: GoogleCalendarSandbox) -> FastAPI:
         return Response(status_code=204)
 
     return app
+
+
+def _fault(fault: dict) -> Response:
+    status = fault["status"]
+    headers = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
+    if status in (403, 429):
+        return GoogleApiError(status, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits",
+                              headers=headers).response()
+    if status >= 500:
+        return GoogleApiError(status, "backendError", "Backend Error", headers=headers).response()
+    return GoogleApiError(status, "badRequest", "Bad Request", headers=headers).response()
 
 
 async def _json(request: Request) -> dict:

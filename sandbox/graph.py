@@ -16,9 +16,10 @@
 Times are stored as instants with the zone they were written in, and answered in UTC unless
 `Prefer: outlook.timezone` names another zone. Errors use Graph's shape (sandbox/graph_events.py):
 401 InvalidAuthenticationToken, 403 ErrorAccessDenied, 404 ErrorInvalidUser/ErrorItemNotFound,
-429 ApplicationThrottled with Retry-After through `faults`. App-only tokens need the
-Calendars.Read or Calendars.ReadWrite application permission; delegated ones reach the user's own
-mailbox, and those shared with the user (`share`) with Calendars.Read.Shared/ReadWrite.Shared.
+429 ApplicationThrottled with Retry-After, late answers and dropped connections through `faults`
+(sandbox.common). App-only tokens need the Calendars.Read or Calendars.ReadWrite application
+permission; delegated ones reach the user's own mailbox, and those shared with the user (`share`)
+with Calendars.Read.Shared/ReadWrite.Shared.
 """
 
 from __future__ import annotations

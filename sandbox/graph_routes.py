@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from sandbox import graph_time
+from sandbox.common import inject_faults
 from sandbox.graph_events import GraphError, parse_select
 from sandbox.microsoft_identity import AccessGrant
 
@@ -31,17 +32,16 @@ _UNREADABLE = ("Unable to read JSON request payload. Please ensure Content-Type 
                "valid JSON format.")
 
 
+def _fault(fault: dict) -> JSONResponse:
+    code, message = _FAULTS.get(fault["status"], ("BadRequest", "The request failed."))
+    headers = _WWW_AUTHENTICATE if fault["status"] == 401 else {}
+    if fault["retry_after"] is not None:
+        headers = headers | {"Retry-After": str(fault["retry_after"])}
+    return GraphError(fault["status"], code, message, headers=headers).response()
+
+
 def add_routes(app: FastAPI, graph: GraphSandbox) -> None:
-    @app.middleware("http")
-    async def scripted_faults(request: Request, call_next):
-        fault = graph.faults.take(request.url.path)
-        if fault is None:
-            return await call_next(request)
-        code, message = _FAULTS.get(fault["status"], ("BadRequest", "The request failed."))
-        headers = _WWW_AUTHENTICATE if fault["status"] == 401 else {}
-        if fault["retry_after"] is not None:
-            headers = headers | {"Retry-After": str(fault["retry_after"])}
-        return GraphError(fault["status"], code, message, headers=headers).response()
+    inject_faults(app, graph.faults, respond=_fault)
 
     @app.exception_handler(GraphError)
     async def graph_error(request: Request, exc: GraphError) -> JSONResponse:

@@ -1,28 +1,20 @@
-"""What HubSpot records may hold, and how they are searched: the HubSpot sandbox's rules.
+"""How the HubSpot sandbox searches records (POST /crm/v3/objects/{type}/search), as documented.
 
-Properties: each object type has a schema (HubSpot's default properties that textback
-uses; portals add custom ones). A write is checked as HubSpot checks it: unknown and
-read-only properties, enumeration options, datetimes, numbers, emails, required
-properties and deal stages; failures answer 400 VALIDATION_ERROR with HubSpot's body,
-whose `message` embeds the per-property details as JSON.
-
-Search (POST /crm/v3/objects/{type}/search), as documented: filterGroups are ORed and
-the filters inside a group ANDed; at most 5 groups, 6 filters per group and 18 in all;
-one sort; `limit` up to 200; `after` is an offset, and paging stops at 10,000 results
-(asking past it answers 400). String comparisons ignore case; CONTAINS_TOKEN matches
-whole words and takes `*` wildcards.
+filterGroups are ORed and the filters inside a group ANDed; at most 5 groups, 6 filters per
+group and 18 in all; one sort; `limit` up to 200; `after` is an offset, and paging stops at
+10,000 results (asking past it answers 400). String comparisons ignore case; CONTAINS_TOKEN
+matches whole words and takes `*` wildcards.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
+
+from sandbox.hubspot_properties import PropertyKind, parse_datetime
 
 MAX_GROUPS = 5
 MAX_FILTERS_PER_GROUP = 6
@@ -33,169 +25,12 @@ RESULT_CAP = 10_000
 
 VALUE_OPERATORS = frozenset({"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"})
 OPERATORS = VALUE_OPERATORS | {"BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY"}
-
-PropertyKind = Literal["string", "enumeration", "datetime", "number"]
-KindOf = Callable[[str], PropertyKind | None]
-"""The kind of a property, None if the object type has no such property."""
-
-
-class HubSpotError(Exception):
-    """An answer in HubSpot's error shape: {status, message, correlationId, category, ...}."""
-
-    def __init__(self, status: int, message: str, category: str | None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), **extra}
-        if category:
-            self.body["category"] = category
-
-
-def bad_request(message: str) -> HubSpotError:
-    return HubSpotError(400, message, "VALIDATION_ERROR")
-
-
-def invalid_properties(problems: list[tuple[str, str, str]]) -> HubSpotError:
-    """400 for (property name, error code, message) problems, in HubSpot's words."""
-    details = [{"isValid": False, "message": text, "error": code, "name": name} for name, code, text in problems]
-    return HubSpotError(400, "Property values were not valid: " + json.dumps(details, separators=(",", ":")),
-                        "VALIDATION_ERROR",
-                        errors=[{"message": text, "code": code, "context": {"propertyName": [name]}}
-                                for name, code, text in problems])
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_datetime(value: str) -> datetime | None:
-    """HubSpot datetime input: epoch milliseconds, or ISO 8601 (UTC when no offset is given)."""
-    text = value.strip()
-    if text.lstrip("-").isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-# --- properties ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PropertyDef:
-    kind: PropertyKind = "string"
-    options: tuple[str, ...] = ()
-    unique: bool = False
-    read_only: bool = False
-    max_length: int | None = None
-
-
-_TEXT = PropertyDef()
-_DATETIME = PropertyDef("datetime")
-_STAMP = PropertyDef("datetime", read_only=True)
-_ACTIVITY = {"hs_timestamp": _DATETIME, "hs_createdate": _STAMP, "hs_lastmodifieddate": _STAMP,
-             "hubspot_owner_id": _TEXT}
-SCHEMAS: dict[str, dict[str, PropertyDef]] = {
-    "contacts": {
-        "email": PropertyDef(unique=True), "firstname": _TEXT, "lastname": _TEXT, "phone": _TEXT,
-        "mobilephone": _TEXT, "company": _TEXT, "jobtitle": _TEXT, "hubspot_owner_id": _TEXT,
-        "lifecyclestage": PropertyDef("enumeration", ("subscriber", "lead", "marketingqualifiedlead",
-                                                      "salesqualifiedlead", "opportunity", "customer",
-                                                      "evangelist", "other")),
-        "hs_lead_status": PropertyDef("enumeration", ("NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED",
-                                                      "ATTEMPTED_TO_CONTACT", "CONNECTED", "BAD_TIMING")),
-        "createdate": _STAMP, "lastmodifieddate": _STAMP,
-        "hs_searchable_calculated_phone_number": PropertyDef(read_only=True),
-        "hs_searchable_calculated_mobile_number": PropertyDef(read_only=True),
-    },
-    "deals": {"dealname": _TEXT, "pipeline": _TEXT, "dealstage": _TEXT, "description": _TEXT,
-              "amount": PropertyDef("number"), "closedate": _DATETIME, "hubspot_owner_id": _TEXT,
-              "createdate": _STAMP, "hs_lastmodifieddate": _STAMP},
-    "notes": {"hs_note_body": PropertyDef(max_length=65_536), **_ACTIVITY},
-    "meetings": {"hs_meeting_title": _TEXT, "hs_meeting_body": _TEXT, "hs_internal_meeting_notes": _TEXT,
-                 "hs_meeting_location": _TEXT, "hs_meeting_start_time": _DATETIME, "hs_meeting_end_time": _DATETIME,
-                 "hs_meeting_outcome": PropertyDef("enumeration", ("SCHEDULED", "COMPLETED", "RESCHEDULED",
-                                                                   "NO_SHOW", "CANCELED")), **_ACTIVITY},
-    "communications": {
-        "hs_communication_channel_type": PropertyDef("enumeration", ("SMS", "WHATS_APP", "LINKEDIN_MESSAGE")),
-        "hs_communication_logged_from": PropertyDef("enumeration", ("CRM",)),
-        "hs_communication_body": _TEXT, **_ACTIVITY},
-}
-REQUIRED = {"deals": ("dealname", "dealstage"), "notes": ("hs_timestamp",), "meetings": ("hs_timestamp",),
-            "communications": ("hs_timestamp", "hs_communication_channel_type", "hs_communication_logged_from")}
-DEFAULT_PROPERTIES = {"contacts": ("email", "firstname", "lastname"),
-                      "deals": ("amount", "closedate", "dealname", "dealstage", "pipeline")}
 QUERY_PROPERTIES = {"contacts": ("firstname", "lastname", "email", "phone", "mobilephone", "company"),
                     "deals": ("dealname",), "notes": ("hs_note_body",),
                     "meetings": ("hs_meeting_title", "hs_meeting_body"), "communications": ("hs_communication_body",)}
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
-
-def created_property(object_type: str) -> str:
-    return "createdate" if object_type in ("contacts", "deals") else "hs_createdate"
-
-
-def modified_property(object_type: str) -> str:
-    return "lastmodifieddate" if object_type == "contacts" else "hs_lastmodifieddate"
-
-
-def clean_properties(schema: Mapping[str, PropertyDef], given: Any) -> dict[str, str | None]:
-    """The values to write (None clears one), normalized as HubSpot stores them; 400 if any is invalid."""
-    if not isinstance(given, dict):
-        raise bad_request("`properties` must be an object of property names to values")
-    clean: dict[str, str | None] = {}
-    problems: list[tuple[str, str, str]] = []
-    for name, raw in given.items():
-        spec = schema.get(name)
-        if spec is None:
-            problems.append((name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
-        elif spec.read_only:
-            problems.append((name, "READ_ONLY_VALUE", f'Property "{name}" is read-only'))
-        elif raw is None or raw == "":
-            clean[name] = None
-        else:
-            clean[name], problem = _normalized(name, spec, str(raw).lower() if isinstance(raw, bool) else str(raw))
-            problems.extend([problem] if problem else [])
-    if problems:
-        raise invalid_properties(problems)
-    return clean
-
-
-def check_whole(object_type: str, merged: Mapping[str, str | None], pipelines: Mapping[str, tuple[str, ...]]) -> None:
-    """Rules on a record's properties together: required ones, and a deal stage of its pipeline."""
-    problems = [(name, "REQUIRED_PROPERTY", f'Property "{name}" is required')
-                for name in REQUIRED.get(object_type, ()) if not merged.get(name)]
-    if object_type == "deals" and merged.get("dealstage"):
-        pipeline = merged.get("pipeline") or "default"
-        stages = pipelines.get(pipeline)
-        if stages is None:
-            problems.append(("pipeline", "INVALID_OPTION",
-                             f"{pipeline} was not one of the allowed options: [{', '.join(pipelines)}]"))
-        elif merged["dealstage"] not in stages:
-            problems.append(("dealstage", "INVALID_OPTION",
-                             f"{merged['dealstage']} was not one of the allowed options: [{', '.join(stages)}]"))
-    if problems:
-        raise invalid_properties(problems)
-
-
-def _normalized(name: str, spec: PropertyDef, text: str) -> tuple[str, tuple[str, str, str] | None]:
-    if spec.kind == "enumeration" and text not in spec.options:
-        return text, (name, "INVALID_OPTION", f"{text} was not one of the allowed options: [{', '.join(spec.options)}]")
-    if spec.kind == "datetime":
-        moment = parse_datetime(text)
-        if moment is None:
-            return text, (name, "INVALID_DATE", f"{text} is not a valid date: use epoch milliseconds or ISO 8601")
-        return iso(moment), None
-    if spec.kind == "number":
-        try:
-            float(text)
-        except ValueError:
-            return text, (name, "INVALID_NUMBER", f"{text} is not a valid number")
-    if spec.max_length is not None and len(text) > spec.max_length:
-        return text, (name, "INVALID_LENGTH", f"{name} is longer than {spec.max_length} characters")
-    if name == "email" and not _EMAIL.fullmatch(text):
-        return text, (name, "INVALID_EMAIL", f"Email address {text} is invalid")
-    return text, None
+KindOf = Callable[[str], PropertyKind | None]
+"""The kind of a property, None if the object type has no such property."""
 
 
 # --- search --------------------------------------------------------------------------------
@@ -353,7 +188,7 @@ def _typed(raw: str, kind: str) -> Any:
             return float(raw)
         except ValueError:
             return raw.lower()
-    if kind == "datetime":
+    if kind in ("datetime", "date"):
         parsed = parse_datetime(raw)
         return parsed.timestamp() if parsed else raw.lower()
     return raw.lower()

@@ -10,7 +10,7 @@ validation (400 `invalid_request_error`), structured outputs (`json_schema`
 with `strict: true` is refused unless every object lists all its properties as
 required and sets `additionalProperties: false`; `json_object` needs the word
 "JSON" in the messages), `x-ratelimit-*` headers on every answer, and 429/5xx
-with Retry-After through `faults`.
+with Retry-After, late answers and dropped connections through `faults`.
 
 There is no model inside. What the "model" answers is scripted: `script(...)`
 queues answers (content, a refusal, a delay for timeouts, truncation), and
@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from sandbox.common import Faults
+from sandbox.common import Faults, inject_faults
 
 Responder = Callable[[dict[str, Any]], str]
 EMPTY_EXTRACTION = json.dumps({"value": None, "others": [], "pick": None, "window": None, "signals": []})
@@ -71,6 +71,11 @@ class LLMSandbox:
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+
+    def revoke_api_key(self, key: str) -> None:
+        """Delete a key, as its owner does in the dashboard: requests with it answer 401 invalid_api_key."""
+        with self._lock:
+            self.api_keys.discard(key)
 
     def script(self, content: str | None = None, *, refusal: str | None = None, delay: float = 0.0,
                finish_reason: str = "stop", times: int = 1) -> None:
@@ -164,6 +169,15 @@ def _rate_headers() -> dict[str, str]:
             "x-ratelimit-remaining-requests": str(RATE_LIMIT_REQUESTS - 1), "x-ratelimit-reset-requests": "120ms"}
 
 
+def _fault(fault: dict) -> JSONResponse:
+    headers = {"retry-after": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
+    if fault["status"] == 429:
+        return LLMError(429, "Rate limit reached for requests. Please try again later.", type_="requests",
+                        code="rate_limit_exceeded", headers={**_rate_headers(), **headers}).response()
+    return LLMError(fault["status"], "The server had an error while processing your request. Sorry about that!",
+                    type_="server_error", headers=headers).response()
+
+
 def _authenticate(sandbox: LLMSandbox, request: Request) -> None:
     header = request.headers.get("authorization", "")
     if not header.startswith("Bearer "):
@@ -182,19 +196,12 @@ def create_app(sandbox: LLMSandbox) -> FastAPI:
         return exc.response()
 
     @app.middleware("http")
-    async def scripted_faults(request: Request, call_next):
-        fault = sandbox.faults.take(request.url.path)
-        if fault is None:
-            response = await call_next(request)
-            response.headers.update(_rate_headers())
-            return response
-        status = fault["status"]
-        headers = {"retry-after": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
-        if status == 429:
-            return LLMError(429, "Rate limit reached for requests. Please try again later.", type_="requests",
-                            code="rate_limit_exceeded", headers={**_rate_headers(), **headers}).response()
-        return LLMError(status, "The server had an error while processing your request. Sorry about that!",
-                        type_="server_error", headers=headers).response()
+    async def rate_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(_rate_headers())
+        return response
+
+    inject_faults(app, sandbox.faults, respond=_fault)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict:

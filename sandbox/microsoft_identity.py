@@ -17,7 +17,8 @@ ID tokens are RS256 JWTs signed with the key `keys` publishes.
 
 msal refuses an http:// authority, so serve this with sandbox.tls. Tests seed it with
 `new_app`, `add_user`, `sign_in`, and break it with `revoke`, `expire_inactive`,
-`expire_client_secret`, `expire_access_tokens` and `faults`.
+`expire_client_secret`, `expire_access_tokens` and `faults` (error answers, late answers and
+dropped connections, sandbox.common).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from sandbox.common import Faults
+from sandbox.common import Faults, inject_faults
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 OIDC_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
@@ -461,18 +462,17 @@ class MicrosoftIdentity:
         return f"{signed}.{_b64(signature)}"
 
 
+def _fault(fault: dict) -> JSONResponse:
+    headers = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
+    error = IdentityError(fault["status"], "temporarily_unavailable", 90055 if fault["status"] == 429 else 50001,
+                          "The service is temporarily unavailable. Please retry later.")
+    return JSONResponse(error.body(), status_code=fault["status"], headers=headers | _NO_STORE)
+
+
 def create_app(identity: MicrosoftIdentity) -> FastAPI:
     app = FastAPI(title="Microsoft identity platform sandbox")
 
-    @app.middleware("http")
-    async def scripted_faults(request: Request, call_next):
-        fault = identity.faults.take(request.url.path)
-        if fault is None:
-            return await call_next(request)
-        headers = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
-        error = IdentityError(fault["status"], "temporarily_unavailable", 90055 if fault["status"] == 429 else 50001,
-                              "The service is temporarily unavailable. Please retry later.")
-        return JSONResponse(error.body(), status_code=fault["status"], headers=headers | _NO_STORE)
+    inject_faults(app, identity.faults, respond=_fault)
 
     def known(tenant: str) -> str:
         tenant_id = identity.tenant(tenant)

@@ -4,7 +4,9 @@ Outbound messages move queued -> sent -> delivered (or undelivered with an error
 code) only when their status callbacks are delivered, so a test decides when
 Twilio "reports back": `sandbox.deliver_status_callbacks(http)`, or
 `TwilioSandbox(..., auto_deliver=True)` to have a background thread do it.
-Inbound texts (see sandbox.phone) apply Twilio's default opt-out keywords.
+Inbound texts (see sandbox.phone) apply Twilio's default opt-out keywords. `faults` scripts
+error answers, late answers and dropped connections (sandbox.common); `rotate_auth_token`
+makes the old auth token answer 401.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from twilio.request_validator import RequestValidator
 
-from sandbox.common import Faults
+from sandbox.common import Faults, inject_faults
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,13 @@ class TwilioSandbox:
             self._deliverer.start()
 
     # --- seeding and inspection --------------------------------------------------------
+
+    def rotate_auth_token(self, account_sid: str) -> str:
+        """Promote a new auth token, as the console's secondary-token promotion does; the old one answers 401."""
+        token = secrets.token_hex(16)
+        with self._lock:
+            self.accounts[account_sid] = token
+        return token
 
     def set_undeliverable(self, number: str, *, error_code: int = 30003) -> None:
         with self._lock:
@@ -346,12 +355,7 @@ def create_app(sandbox: TwilioSandbox) -> FastAPI:
             return await http_exception_handler(request, exc)
         return TwilioApiError(404, 20404, f"The requested resource {request.url.path} was not found").response()
 
-    @app.middleware("http")
-    async def scripted_faults(request: Request, call_next):
-        fault = sandbox.faults.take(request.url.path)
-        if fault is None:
-            return await call_next(request)
-        return _fault(fault).response()
+    inject_faults(app, sandbox.faults, respond=lambda fault: _fault(fault).response())
 
     @app.post("/2010-04-01/Accounts/{account_sid}/Messages.json", status_code=201)
     async def create_message(account_sid: str, request: Request) -> dict:

@@ -8,13 +8,13 @@ It checks the signature and the timestamp (401 outside the five-minute window), 
 event (422 with the reason), dedupes by idempotency key (a duplicate gets the first answer and
 changes nothing), and keeps one record per record id, as a CRM behind a Zap would. With
 `assign_ids` it answers `{"id": ...}` with ids of its own, as a receiver that creates records in
-another system does. `faults` scripts failing answers (429 with Retry-After, 5xx, ...);
-`stall_next` makes it record an event and then answer late, the way a slow endpoint loses an answer.
+another system does. `faults` scripts failing answers (429 with Retry-After, 5xx, ...), late
+answers and dropped connections (sandbox.common); `stall_next` makes it record an event and then
+answer late, the way a slow endpoint loses an answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -23,12 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from sandbox.common import Faults, IdSequence
+from sandbox.common import Faults, IdSequence, inject_faults
 
 TOLERANCE_SECONDS = 300
 PATH = "/hooks/textback"
@@ -58,12 +57,6 @@ class EventRefused(Exception):
 
 
 @dataclass
-class _Stall:
-    seconds: float
-    times: int
-
-
-@dataclass
 class WebhookReceiver:
     """Thread-safe receiver state: the secret, the events accepted, the records they made."""
 
@@ -76,7 +69,6 @@ class WebhookReceiver:
     _answers: dict[str, dict] = field(default_factory=dict)
     _records: dict[str, dict[str, dict]] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
-    _stalls: list[_Stall] = field(default_factory=list)
     _ids: IdSequence = field(default_factory=lambda: IdSequence(501))
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -87,8 +79,7 @@ class WebhookReceiver:
 
     def stall_next(self, seconds: float, *, times: int = 1) -> None:
         """Record the next `times` events, then wait `seconds` before answering."""
-        with self._lock:
-            self._stalls.append(_Stall(seconds, times))
+        self.faults.delay_next("/", seconds=seconds, times=times)
 
     def receive(self, path: str, headers: dict[str, str], body: bytes) -> dict:
         """Check and apply one delivery (headers with lower-case names); the answer to send, or EventRefused."""
@@ -109,16 +100,6 @@ class WebhookReceiver:
             answer = self._apply(event)
             self._answers[key] = answer
             return answer
-
-    def take_stall(self) -> float:
-        with self._lock:
-            if not self._stalls:
-                return 0.0
-            stall = self._stalls[0]
-            stall.times -= 1
-            if stall.times <= 0:
-                self._stalls.pop(0)
-            return stall.seconds
 
     def _apply(self, event: dict) -> dict:
         kind, _ = _REQUIRED[event["type"]]
@@ -161,6 +142,8 @@ def _parsed(body: bytes) -> dict:
 
 def create_app(receiver: WebhookReceiver, *, path: str = PATH) -> FastAPI:
     app = FastAPI(title="textback webhook receiver")
+    # Scripted error answers are taken in `receive`, after the delivery is counted.
+    inject_faults(app, receiver.faults)
 
     @app.post(path)
     async def receive(request: Request) -> JSONResponse:
@@ -168,8 +151,6 @@ def create_app(receiver: WebhookReceiver, *, path: str = PATH) -> FastAPI:
             answer = receiver.receive(request.url.path, dict(request.headers), await request.body())
         except EventRefused as exc:
             return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
-        if stall := receiver.take_stall():
-            await asyncio.sleep(stall)
         return JSONResponse(answer)
 
     return app

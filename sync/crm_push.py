@@ -1,12 +1,19 @@
 """Push leads, transcripts, qualified opportunities and bookings to the tenant's CRM.
 
 Every write goes through the external-id map, so a replayed job updates the
-record it created instead of creating another.
+record it created instead of creating another. Each write also passes the CRM a key
+naming the local record, so a create whose answer was lost (the id never reached the
+map) is found by the connector instead of created twice. The key carries the tenant and
+the record's creation time besides its id: ids start again from 1 in a new database, and
+a key that came back would otherwise update an old record in the CRM.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from core.config import Tenant
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
@@ -14,6 +21,8 @@ from core.outbox import Pending
 from core.store.repo import external_id, remember_external_id, transcript
 from core.store.tables import Booking, Call, Conversation, Lead
 from sync.runtime import Runtime
+
+STABLE_TRIES = 3
 
 
 def sync_lead(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
@@ -39,6 +48,20 @@ def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: P
     if crm is None:
         return
     conversation_id = payload["conversation_id"]
+    log, lead_id, key = _conversation_log(runtime, tenant, conversation_id)
+    contact_id = ensure_contact(runtime, tenant, lead_id)
+    # Two pushes of one conversation can run at once and the older snapshot can land last; a push that
+    # finds the conversation changed while it wrote writes again, so the CRM ends with the newest.
+    for _ in range(STABLE_TRIES):
+        _upsert(runtime, tenant, "conversation_log", conversation_id,
+                lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing, key=key))
+        fresh = _conversation_log(runtime, tenant, conversation_id)[0]
+        if fresh == log:
+            return
+        log = fresh
+
+
+def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         call = session.get(Call, conversation.call_id) if conversation.call_id else None
@@ -50,10 +73,7 @@ def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: P
             answers={k: str(v) for k, v in conversation.answers.items()},
             lines=lines,
         )
-        lead_id = conversation.lead_id
-    contact_id = ensure_contact(runtime, tenant, lead_id)
-    _upsert(runtime, tenant, "conversation_log", conversation_id,
-            lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing))
+        return log, conversation.lead_id, _key(tenant, "conversation", conversation_id, conversation.created_at)
 
 
 def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
@@ -68,10 +88,11 @@ def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending:
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
         lead_id = conversation.lead_id
+        key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
     contact_id = ensure_contact(runtime, tenant, lead_id)
     _upsert(runtime, tenant, "opportunity", conversation_id,
             lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
-                                                    existing_id=existing))
+                                                    existing_id=existing, key=key))
 
 
 def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
@@ -90,9 +111,11 @@ def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
             description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
         )
         lead_id = booking.lead_id
+        key = _key(tenant, "booking", booking_id, booking.created_at)
     contact_id = ensure_contact(runtime, tenant, lead_id)
     _upsert(runtime, tenant, "booking", booking_id,
-            lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing))
+            lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing,
+                                                key=key))
 
 
 def _upsert(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, write) -> None:
@@ -100,9 +123,29 @@ def _upsert(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, wr
     with runtime.db.transaction() as session:
         known = external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind, local_id=local_id)
     new_id = write(known)
-    with runtime.db.transaction() as session:
-        remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
-                             local_id=local_id, external_id=new_id)
+    stored = _remember(runtime, tenant, local_kind, local_id, new_id)
+    if stored != new_id:
+        # Another job for the same record (two transcript pushes, say) ran at the same time and stored its id
+        # first: that record is the one the map names, so this job's data goes there.
+        _remember(runtime, tenant, local_kind, local_id, write(stored))
+
+
+def _remember(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, new_id: str) -> str:
+    """Map the local record to `new_id`; the id already mapped instead if another job inserted it meanwhile."""
+    kind = tenant.connectors["crm"].type
+    try:
+        with runtime.db.transaction() as session:
+            remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
+                                 local_id=local_id, external_id=new_id)
+        return new_id
+    except IntegrityError:
+        with runtime.db.transaction() as session:
+            return external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
+                               local_id=local_id)
+
+
+def _key(tenant: Tenant, kind: str, local_id: int, created_at: datetime) -> str:
+    return f"textback:{tenant.id}:{kind}:{local_id}:{created_at:%Y%m%dT%H%M%S}"
 
 
 def _summary(conversation: Conversation, call: Call | None) -> str:

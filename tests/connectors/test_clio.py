@@ -244,10 +244,10 @@ def test_a_conversation_goes_on_the_contacts_open_matter_when_it_has_one(crm, cl
 def test_transcripts_can_be_notes_on_the_contact_or_on_its_matter(url, token, clio):
     crm = connector(url, token, transcript_as="note")
     contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
-    on_contact = crm.log_conversation(contact_id=contact_id, log=transcript("hello"))
+    on_contact = crm.log_conversation(contact_id=contact_id, log=transcript("hello"), key="conversation-1")
     matter_id = crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="Estate"))
 
-    on_matter = crm.log_conversation(contact_id=contact_id, log=transcript("hello", "a will"))
+    on_matter = crm.log_conversation(contact_id=contact_id, log=transcript("hello", "a will"), key="conversation-2")
     updated = crm.log_conversation(contact_id=contact_id, existing_id=on_contact, log=transcript("hello", "again"))
 
     note, matter_note = clio.record("notes", on_contact), clio.record("notes", on_matter)
@@ -270,7 +270,7 @@ def test_a_qualified_lead_is_a_pending_matter_with_the_mapped_practice_area(url,
     stored = clio.record("matters", matter_id)
     assert same == matter_id
     assert (str(stored["client"]), stored["practice_area"], stored["status"]) == (contact_id, area["id"], "Open")
-    assert stored["description"] == "Custody and support"
+    assert stored["description"].startswith("Custody and support\n\ntextback ref: tb")
 
 
 def test_the_practice_area_is_found_past_the_first_page_of_practice_areas(url, token, clio):
@@ -347,6 +347,47 @@ def test_reads_ask_for_the_fields_they_use_and_page_with_the_cursor(url, token):
         assert "fields" in query, request.url
         if request.method == "GET" and "who_am_i" not in request.url.path:
             assert (query["order"], query["limit"]) == (["id(asc)"], ["200"])
+
+
+def with_lost_answer(clio: ClioSandbox, url: str, token: str, path: str, **settings) -> ClioCRM:
+    """A connector whose next call to `path` reaches Clio, is carried out, and is answered too late."""
+    clio.faults.delay_next(path, seconds=1.0)
+    return connector(url, token, http=httpx.Client(timeout=0.3), **settings)
+
+
+@pytest.mark.parametrize("kind, write", [
+    ("communications", lambda crm, contact_id, key: crm.log_conversation(
+        contact_id=contact_id, log=transcript("hello"), key=key)),
+    ("matters", lambda crm, contact_id, key: crm.upsert_opportunity(
+        contact_id=contact_id, opportunity=Opportunity(name="Estate"), key=key)),
+    ("calendar_entries", lambda crm, contact_id, key: crm.record_booking(
+        contact_id=contact_id, booking=BookingRecord(title="Consult", start=START, end=START + timedelta(hours=1)),
+        key=key)),
+])
+def test_a_create_whose_answer_was_lost_is_found_by_its_ref_on_retry(url, token, clio, kind, write):
+    crm = connector(url, token)
+    contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+    before = len(clio.records(kind))
+
+    with pytest.raises(Transient):
+        write(with_lost_answer(clio, url, token, f"/api/v4/{kind}"), contact_id, f"key-{kind}")
+    again = write(crm, contact_id, f"key-{kind}")
+
+    assert len(clio.records(kind)) == before + 1 and clio.record(kind, again)
+    assert write(crm, contact_id, f"another-key-{kind}") != again
+
+
+def test_a_note_whose_answer_was_lost_is_found_by_its_ref_on_retry(url, token, clio):
+    crm = connector(url, token, transcript_as="note")
+    contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+
+    with pytest.raises(Transient):
+        with_lost_answer(clio, url, token, "/api/v4/notes", transcript_as="note").log_conversation(
+            contact_id=contact_id, log=transcript("hello"), key="key-note")
+    again = crm.log_conversation(contact_id=contact_id, log=transcript("hello", "more"), key="key-note")
+
+    notes = [n for n in clio.records("notes") if str(n.get("contact")) == contact_id]
+    assert [str(n["id"]) for n in notes] == [again] and "more" in notes[0]["detail"]
 
 
 # --- failures ----------------------------------------------------------------------------------------

@@ -333,3 +333,79 @@ def test_a_config_needs_at_least_one_calendar_and_defaults_to_google(monkeypatch
         GoogleCalendarConfig.model_validate(raw | {"calendars": []})
     config = GoogleCalendarConfig.model_validate(raw | {"calendars": ["a@example.com"]})
     assert config.base_url == "https://www.googleapis.com"
+
+
+# --- push channels and changes ------------------------------------------------------------------
+
+def test_watching_opens_a_push_channel_that_unwatching_closes(calendar, google, staff):
+    # When
+    channel = calendar.watch(calendar_id=staff, address="https://textback.example/google/push", token="tenant=7",
+                             ttl_seconds=3600)
+    # Then
+    [opened] = [c for c in google.channels.channels() if c["id"] == channel["channel_id"]]
+    assert opened["resourceId"] == channel["resource_id"] and opened["token"] == "tenant=7"
+    assert opened["address"] == "https://textback.example/google/push"
+    assert channel["resource_uri"].endswith(f"/calendars/{staff.replace('@', '%40')}/events?alt=json")
+    assert timedelta(minutes=59) < channel["expires_at"] - datetime.now(timezone.utc) <= timedelta(hours=1)
+    # When: closed twice, the second time Google no longer knows it
+    calendar.unwatch(channel_id=channel["channel_id"], resource_id=channel["resource_id"])
+    calendar.unwatch(channel_id=channel["channel_id"], resource_id=channel["resource_id"])
+    # Then
+    assert channel["channel_id"] not in {c["id"] for c in google.channels.channels()}
+
+
+def test_watching_a_plain_http_address_is_rejected(calendar, staff):
+    # When / Then: Google only calls HTTPS endpoints
+    with pytest.raises(Rejected, match="400"):
+        calendar.watch(calendar_id=staff, address="http://textback.example/google/push", token="t", ttl_seconds=60)
+
+
+def test_changes_since_nothing_is_every_event_with_a_cursor_for_the_next_call(calendar, google, staff):
+    # Given
+    kept = google.add_busy(staff, MONDAY + timedelta(hours=9), MONDAY + timedelta(hours=10))
+    gone = google.add_busy(staff, MONDAY + timedelta(hours=11), MONDAY + timedelta(hours=12))
+    google.delete_event(staff, gone["id"], identity=staff)
+    # When
+    events, cursor = calendar.changes_since(calendar_id=staff, cursor=None)
+    # Then
+    assert {(e["id"], e["status"]) for e in events} == {(kept["id"], "confirmed"), (gone["id"], "cancelled")}
+    assert cursor
+
+
+def test_changes_since_a_cursor_are_only_what_changed_after_it(calendar, google, staff):
+    # Given
+    first = google.add_busy(staff, MONDAY + timedelta(hours=9), MONDAY + timedelta(hours=10))
+    _, cursor = calendar.changes_since(calendar_id=staff, cursor=None)
+    moved = google.update_event(staff, first["id"], {"start": {"dateTime": (MONDAY + timedelta(hours=14)).isoformat()},
+                                                     "end": {"dateTime": (MONDAY + timedelta(hours=15)).isoformat()}},
+                                identity=staff, replace=False)
+    added = google.add_busy(staff, MONDAY + timedelta(hours=16), MONDAY + timedelta(hours=17))
+    # When
+    events, next_cursor = calendar.changes_since(calendar_id=staff, cursor=cursor)
+    nothing, _ = calendar.changes_since(calendar_id=staff, cursor=next_cursor)
+    # Then
+    assert {(e["id"], e["start"]["dateTime"]) for e in events} == {
+        (moved["id"], moved["start"]["dateTime"]), (added["id"], added["start"]["dateTime"])}
+    assert nothing == []
+
+
+def test_a_cursor_google_no_longer_honours_starts_a_full_sync(calendar, google, staff):
+    # Given
+    event = google.add_busy(staff, MONDAY + timedelta(hours=9), MONDAY + timedelta(hours=10))
+    _, cursor = calendar.changes_since(calendar_id=staff, cursor=None)
+    google.expire_sync_tokens()
+    # When: Google answers 410 to the stale token
+    events, fresh = calendar.changes_since(calendar_id=staff, cursor=cursor)
+    # Then
+    assert [e["id"] for e in events] == [event["id"]] and fresh != cursor
+    assert calendar.changes_since(calendar_id=staff, cursor=fresh)[0] == []
+
+
+def test_changes_are_read_across_pages(calendar, google, staff):
+    # Given: more events than Google's default page of 250
+    for hour in range(260):
+        google.add_busy(staff, MONDAY + timedelta(hours=hour), MONDAY + timedelta(hours=hour, minutes=30))
+    # When
+    events, cursor = calendar.changes_since(calendar_id=staff, cursor=None)
+    # Then
+    assert len({e["id"] for e in events}) == 260 and cursor

@@ -279,3 +279,96 @@ def test_an_unreachable_hubspot_raises_transient():
 
     with pytest.raises(Transient):
         connector(f"http://127.0.0.1:{port}").upsert_contact(ContactRecord(phone=new_phone()))
+
+
+# --- creates that are found again by their key ---------------------------------------------------
+
+def lost_answer(hubspot: HubSpotSandbox, url: str, path: str) -> HubSpotCRM:
+    """A connector whose next call to `path` reaches HubSpot, is carried out, and is answered too late."""
+    hubspot.faults.delay_next(path, seconds=1.0)
+    return connector(url, timeout_seconds=0.3)
+
+
+def test_the_key_property_is_created_once_unique_on_deals_and_plain_on_activities(crm, hubspot):
+    contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+    crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="Implant"), key="k-deal-1")
+    crm.log_conversation(contact_id=contact_id, log=transcript("hi"), key="k-note-1")
+    crm.record_booking(contact_id=contact_id, key="k-meeting-1",
+                       booking=BookingRecord(title="Exam", start=START, end=START + timedelta(minutes=30)))
+
+    unique = {kind: hubspot.properties.view(kind, "textback_key")["hasUniqueValue"]
+              for kind in ("deals", "notes", "meetings")}
+    assert unique == {"deals": True, "notes": False, "meetings": False}
+    assert hubspot.properties.view("deals", "textback_key")["groupName"] == "textback"
+
+
+def test_a_deal_whose_create_answer_was_lost_is_found_by_its_key_on_retry(url, hubspot):
+    crm = connector(url)
+    contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+    crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="warm-up"), key="k-warm-up")
+
+    with pytest.raises(Transient, match="timed out|time"):
+        lost_answer(hubspot, url, "/crm/v3/objects/deals").upsert_opportunity(
+            contact_id=contact_id, opportunity=Opportunity(name="Bridge"), key="k-deal-lost")
+    again = crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="Bridge", description="v2"),
+                                   key="k-deal-lost")
+
+    bridges = [d for d in hubspot.objects("deals") if d["properties"].get("textback_key") == "k-deal-lost"]
+    assert [d["id"] for d in bridges] == [again] and bridges[0]["properties"]["description"] == "v2"
+
+
+def test_a_note_whose_create_answer_was_lost_is_found_among_the_contacts_notes_despite_search_lag(url):
+    lagging = HubSpotSandbox({TOKEN}, search_lag=60)
+    with serve(create_app(lagging)) as served:
+        crm = connector(served.url)
+        contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+        crm.log_conversation(contact_id=contact_id, log=transcript("an earlier conversation"), key="k-earlier")
+        with pytest.raises(Transient):
+            lost_answer(lagging, served.url, "/crm/v3/objects/notes").log_conversation(
+                contact_id=contact_id, log=transcript("hello"), key="k-note-lost")
+        again = crm.log_conversation(contact_id=contact_id, log=transcript("hello", "again"), key="k-note-lost")
+
+        notes = lagging.associations("contacts", contact_id, "notes")
+        assert len(notes) == 2 and again in notes
+        assert "again" in record(lagging, "notes", again)["hs_note_body"]
+
+
+def test_a_key_another_writer_took_between_lookup_and_create_resolves_to_that_record(crm, hubspot):
+    contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+    first = crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="Race"), key="race-key")
+    # The lookup misses (as if the other writer had not finished yet); the create then hits the unique value.
+    hubspot.faults.fail_next("/crm/v3/objects/deals/race-key", status=404)
+
+    second = crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="Race 2"), key="race-key")
+
+    assert second == first and record(hubspot, "deals", first)["dealname"] == "Race 2"
+
+
+def test_a_hubspot_that_holds_its_answer_past_timeout_seconds_is_transient_without_waiting_longer(url, hubspot):
+    hubspot.faults.delay_next("/crm/v3/objects/contacts/search", seconds=3)
+    started = datetime.now(timezone.utc)
+
+    with pytest.raises(Transient):
+        connector(url, timeout_seconds=0.5).upsert_contact(ContactRecord(phone=new_phone()))
+
+    assert datetime.now(timezone.utc) - started < timedelta(seconds=2)
+    assert HubSpotConfig(type="hubspot", access_token=SecretStr("x")).timeout_seconds == 10
+
+
+def test_a_dropped_connection_is_transient(crm, hubspot):
+    hubspot.faults.drop_next("/crm/v3/objects/contacts/search")
+
+    with pytest.raises(Transient):
+        crm.upsert_contact(ContactRecord(phone=new_phone()))
+
+
+def test_a_properties_api_failure_is_mapped_like_any_other():
+    fresh = HubSpotSandbox({TOKEN})
+    with serve(create_app(fresh)) as served:
+        crm = connector(served.url)
+        contact_id = crm.upsert_contact(ContactRecord(phone=new_phone()))
+        fresh.faults.fail_next("/crm/v3/properties/deals", status=503)
+        with pytest.raises(Transient) as raised:
+            crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="x"))
+
+    assert raised.value.status == 503 and "textback_key" in str(raised.value)

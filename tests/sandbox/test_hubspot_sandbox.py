@@ -410,8 +410,8 @@ def test_a_token_over_its_ten_second_budget_gets_429_with_retry_after():
 
     body = error_body(raised.value)
     assert remaining == ["2", "1", "0"]
-    assert raised.value.status == 429 and body["category"] == "RATE_LIMITS"
-    assert body["policyName"] == "TEN_SECONDLY_ROLLING" and body["errorType"] == "RATE_LIMIT"
+    assert raised.value.status == 429 and body["message"] == "You have reached your ten_secondly_rolling limit."
+    assert body["policyName"] == "TEN_SECONDLY_ROLLING" and body["errorType"] == "RATE_LIMIT" and body["requestId"]
     assert 1 <= int(raised.value.headers["Retry-After"]) <= 10
 
 

@@ -95,11 +95,6 @@ def unconnectable_url(request: pytest.FixtureRequest) -> str:
 
 # --- CRM harnesses ---------------------------------------------------------------------------
 
-NO_KEY_ON_CREATE = {"test_a_write_replayed_after_its_answer_was_lost_keeps_one_record": (
-    "transcripts, deals/matters and meetings are created with nothing to find them by again, so a create "
-    "whose answer was lost (timeout, or the worker died before the id was stored) is created twice on retry")}
-
-
 @pytest.fixture(scope="module")
 def hubspot_served():
     sandbox = HubSpotSandbox(set())
@@ -123,7 +118,6 @@ def hubspot(request: pytest.FixtureRequest) -> CRMHarness:
         revoke=lambda: sandbox.tokens.discard(token),
         count=lambda kind: len(sandbox.objects(kinds[kind])),
         timing_out=lambda: connector(unconnectable_url(request)),
-        known_gaps=NO_KEY_ON_CREATE,
     )
 
 
@@ -183,7 +177,6 @@ def clio(request: pytest.FixtureRequest) -> CRMHarness:
         revoke=lambda: sandbox.oauth.deauthorize(token),
         count=lambda kind: len(sandbox.records(kinds[kind])),
         timing_out=lambda: connector(silent_url(request), timeout=0.3),
-        known_gaps=NO_KEY_ON_CREATE,
     )
 
 
