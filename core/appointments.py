@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from core.booking import label
 from core.config import Tenant
 from core.engine.conversation import Phase, slot_list
+from core.handoff import request_handoff
 from core.models import Slot
 from core.outbox import Kind, Pending, log_conversation_later
 from core.store.repo import add_outbound
@@ -63,8 +64,11 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
                                                                  contact=_contact(tenant)), pending)
         return
     if not slots:
-        conversation.state, conversation.offered_slots = Phase.handoff.value, []
+        conversation.offered_slots = []
         _say(session, tenant, conversation, playbook.no_slots.format(business=tenant.name), pending)
+        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items() if isinstance(v, str))
+        request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
+                        summary=f"Qualified but no time could be booked by text; please call to schedule. {answers}")
         return
     offered = [{"calendar_id": s.calendar_id, "start": s.start.isoformat(), "end": s.end.isoformat(),
                 "label": label(s.start, tenant.zone)} | ({"moves": moves} if moves is not None else {})

@@ -87,9 +87,11 @@ def execute(runtime: Runtime, outbox_id: int) -> None:
     except AuthExpired as exc:
         _finish(runtime, outbox_id, "parked", f"needs re-auth: {exc}")
         _flag_connection(runtime, tenant_id, kind, exc)
+        runtime.dispatch(pending.ids)
         return
     except Rejected as exc:
         _finish(runtime, outbox_id, "failed", f"rejected: {exc}")
+        runtime.dispatch(pending.ids)  # what the handler committed before the refusal (e.g. telling the caller)
         return
     except ConnectorError as exc:
         _record_error(runtime, outbox_id, f"{type(exc).__name__}: {exc}")

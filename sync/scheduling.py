@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connectors.base import CalendarConnector
+from connectors.base import CalendarConnector, Rejected
 from core import appointments
 from core.booking import calendars_for, find_slots, fits, is_free, label, preferred_window
 from core.config import Tenant
@@ -84,7 +84,16 @@ def book_slot(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending)
         old = (moving.calendar_id, moving.external_event_id) if moving is not None else None
     calendar = runtime.connector(tenant, "calendar")
     if old is None:
-        event = calendar.create_event(request)
+        try:
+            event = calendar.create_event(request)
+        except Rejected:
+            # The calendar refuses the event (permissions, a bad calendar id): free the slot and hand the
+            # caller to a person rather than leave the hold blocking it; the row shows the refusal.
+            with runtime.db.transaction() as session:
+                appointments.release(session, session.get(Booking, booking_id))
+                appointments.offer(session, tenant=tenant, conversation=session.get(Conversation, conversation_id),
+                                   slots=[], pending=pending)
+            raise
         with runtime.db.transaction() as session:
             appointments.confirm(session, tenant=tenant, booking=session.get(Booking, booking_id),
                                  external_event_id=event.external_id, link=event.link, pending=pending)
