@@ -44,7 +44,9 @@ class MicrosoftStack:
                     identity.add_resource(api.url)
                     yield cls(ca, identity, sandbox, login, api)
                 finally:
-                    api.stop()
+                    api.signal_stop()
+                    login.signal_stop()
+                    api.wait_stopped()
             finally:
                 login.stop()
 

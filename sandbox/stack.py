@@ -61,18 +61,24 @@ class SandboxStack:
                     ms.graph.add_mailbox(app.tenant_id, calendar)
                 for name in PRACTICE_AREAS.values():
                     cl.add_practice_area(name)
-                yield cls(twilio=tw, hubspot=hs, google=gc, clio=cl, microsoft=ms, servers=servers,
-                          outlook_app=app, env={
-                              "TWILIO_ACCOUNT_SID": account_sid,
-                              "TWILIO_AUTH_TOKEN": auth_token,
-                              "HUBSPOT_TOKEN": hubspot_token,
-                              "GOOGLE_CREDENTIALS_JSON": json.dumps(service_account),
-                              "CLIO_TOKEN": cl.issue_token(),
-                              "OUTLOOK_CLIENT_SECRET": app.client_secret,
-                          })
+                try:
+                    yield cls(twilio=tw, hubspot=hs, google=gc, clio=cl, microsoft=ms, servers=servers,
+                              outlook_app=app, env={
+                                  "TWILIO_ACCOUNT_SID": account_sid,
+                                  "TWILIO_AUTH_TOKEN": auth_token,
+                                  "HUBSPOT_TOKEN": hubspot_token,
+                                  "GOOGLE_CREDENTIALS_JSON": json.dumps(service_account),
+                                  "CLIO_TOKEN": cl.issue_token(),
+                                  "OUTLOOK_CLIENT_SECRET": app.client_secret,
+                              })
+                finally:
+                    for server in started:  # all stop together while the Microsoft pair stops
+                        server.signal_stop()
         finally:
-            for server in reversed(started):
-                server.stop()
+            for server in started:
+                server.signal_stop()
+            for server in started:
+                server.wait_stopped()
             tw.close()
 
     @property
