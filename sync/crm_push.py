@@ -27,7 +27,8 @@ STABLE_TRIES = 3
 
 def sync_lead(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
     if runtime.connector(tenant, "crm") is not None:
-        ensure_contact(runtime, tenant, payload["lead_id"])
+        with _writing(runtime, tenant, payload["lead_id"]):
+            ensure_contact(runtime, tenant, payload["lead_id"])
 
 
 def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int) -> str:
@@ -49,16 +50,18 @@ def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: P
         return
     conversation_id = payload["conversation_id"]
     log, lead_id, key = _conversation_log(runtime, tenant, conversation_id)
-    contact_id = ensure_contact(runtime, tenant, lead_id)
-    # Two pushes of one conversation can run at once and the older snapshot can land last; a push that
-    # finds the conversation changed while it wrote writes again, so the CRM ends with the newest.
-    for _ in range(STABLE_TRIES):
-        _upsert(runtime, tenant, "conversation_log", conversation_id,
-                lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing, key=key))
-        fresh = _conversation_log(runtime, tenant, conversation_id)[0]
-        if fresh == log:
-            return
-        log = fresh
+    with _writing(runtime, tenant, lead_id):
+        contact_id = ensure_contact(runtime, tenant, lead_id)
+        # The conversation can grow while this push writes; a push that finds it changed writes again,
+        # so the CRM ends with the newest transcript.
+        for _ in range(STABLE_TRIES):
+            _upsert(runtime, tenant, "conversation_log", conversation_id,
+                    lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing,
+                                                          key=key))
+            fresh = _conversation_log(runtime, tenant, conversation_id)[0]
+            if fresh == log:
+                return
+            log = fresh
 
 
 def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
@@ -89,10 +92,11 @@ def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending:
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
         lead_id = conversation.lead_id
         key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
-    contact_id = ensure_contact(runtime, tenant, lead_id)
-    _upsert(runtime, tenant, "opportunity", conversation_id,
-            lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
-                                                    existing_id=existing, key=key))
+    with _writing(runtime, tenant, lead_id):
+        contact_id = ensure_contact(runtime, tenant, lead_id)
+        _upsert(runtime, tenant, "opportunity", conversation_id,
+                lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
+                                                        existing_id=existing, key=key))
 
 
 def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
@@ -112,10 +116,16 @@ def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
         )
         lead_id = booking.lead_id
         key = _key(tenant, "booking", booking_id, booking.created_at)
-    contact_id = ensure_contact(runtime, tenant, lead_id)
-    _upsert(runtime, tenant, "booking", booking_id,
-            lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing,
-                                                key=key))
+    with _writing(runtime, tenant, lead_id):
+        contact_id = ensure_contact(runtime, tenant, lead_id)
+        _upsert(runtime, tenant, "booking", booking_id,
+                lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing,
+                                                    key=key))
+
+
+def _writing(runtime: Runtime, tenant: Tenant, lead_id: int):
+    """Every CRM write about one caller runs alone (sync/locks.py), so a new caller becomes one contact."""
+    return runtime.locks.hold(f"crm:{tenant.id}:lead:{lead_id}")
 
 
 def _upsert(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, write) -> None:

@@ -13,6 +13,7 @@ from connectors.oauth import TokenProvider, uses_oauth
 from core.config import Settings, Tenant, TenantDirectory, load_tenants
 from core.outbox import Dispatcher
 from core.store.db import Database
+from sync.locks import RecordLocks
 
 ConnectorFactory = Callable[..., Any]  # (config, **injected clients) -> connector
 
@@ -29,12 +30,14 @@ class Runtime:
         dispatcher: Dispatcher | None = None,
         connector_factory: ConnectorFactory = registry.build,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        locks: RecordLocks | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.tenants = tenants
         self.dispatcher = dispatcher
         self.clock = clock
+        self.locks = locks or RecordLocks()
         self._factory = connector_factory
         self._connectors: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -42,6 +45,7 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "Runtime":
         tenants = load_tenants(settings.config, validate_connector=registry.validate_connector)
+        kwargs.setdefault("locks", RecordLocks.for_broker_url(settings.redis_url))
         return cls(settings=settings, db=Database(settings.database_url), tenants=tenants, **kwargs)
 
     def connector(self, tenant: Tenant, role: str) -> Any | None:
