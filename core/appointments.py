@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from core.booking import label
 from core.config import Tenant
 from core.engine.conversation import Phase, slot_list
+from core.engine.summary import answer_lines
 from core.handoff import request_handoff
 from core.models import Slot
 from core.outbox import Kind, Pending, log_conversation_later
@@ -66,7 +67,7 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
     if not slots:
         conversation.offered_slots = []
         _say(session, tenant, conversation, playbook.no_slots.format(business=tenant.name), pending)
-        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items() if isinstance(v, str))
+        answers = ", ".join(answer_lines(conversation.answers))
         request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
                         summary=f"Qualified but no time could be booked by text; please call to schedule. {answers}")
         return

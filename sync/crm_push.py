@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.config import Tenant
+from core.engine.summary import answer_lines
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
 from core.store.repo import external_id, remember_external_id, transcript
@@ -86,7 +87,7 @@ def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending:
     conversation_id = payload["conversation_id"]
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
-        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items())
+        answers = ", ".join(answer_lines(conversation.answers))
         opportunity = Opportunity(name=f"{_phone(session, conversation)}: {answers or 'missed call'}",
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
@@ -108,7 +109,7 @@ def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
         booking = session.get(Booking, booking_id)
         conversation = session.get(Conversation, booking.conversation_id)
         cancelled = booking.status == "cancelled"
-        answers = ", ".join(f"{k}: {v}" for k, v in conversation.answers.items() if isinstance(v, str))
+        answers = ", ".join(answer_lines(conversation.answers))
         record = BookingRecord(
             title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_phone(session, conversation)}",
             start=booking.start_at, end=booking.end_at, cancelled=cancelled,

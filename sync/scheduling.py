@@ -30,6 +30,7 @@ from core import appointments
 from core.booking import calendars_for, find_slots, fits, is_free, label, preferred_window
 from core.config import Tenant
 from core.engine.conversation import Phase
+from core.engine.summary import answer_lines
 from core.models import BusyInterval, EventRequest, Slot
 from core.outbox import Pending
 from core.store.tables import Booking, Conversation, Lead
@@ -163,7 +164,7 @@ def _still_free(runtime: Runtime, tenant: Tenant, booking_id: int, slot: Slot, p
 def _event_request(session: Session, tenant: Tenant, conversation_id: int, booking_id: int, slot: Slot) -> EventRequest:
     conversation = session.get(Conversation, conversation_id)
     phone = session.scalar(select(Lead.phone).where(Lead.id == conversation.lead_id))
-    details = "\n".join(f"{k}: {v}" for k, v in conversation.answers.items() if not isinstance(v, dict | list))
+    details = "\n".join(answer_lines(conversation.answers))
     return EventRequest(
         key=f"textback-booking-{booking_id}", calendar_id=slot.calendar_id, start=slot.start, end=slot.end,
         timezone=tenant.timezone, summary=f"{tenant.name}: appointment with {phone}",

@@ -9,6 +9,14 @@ from typing import Any
 from core.engine import guardrails
 from core.engine.playbook import Playbook
 
+def answer_lines(answers: Mapping[str, Any]) -> list[str]:
+    """The caller's answers as "question id: value", for CRM records and calendar events.
+
+    Structured working values (a preferred window, say) are left out: they are not answers a person reads.
+    """
+    return [f"{key}: {value}" for key, value in answers.items() if not isinstance(value, dict | list)]
+
+
 REASONS = {
     "emergency": "the caller described an emergency",
     "asked_for_person": "the caller asked for a person",
