@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     config: Path = Path("tenants.yaml")
     secret_keys: SecretStr | None = Field(
         None, description="Fernet keys that encrypt stored OAuth tokens, comma-separated, newest first")
+    relay_interval: float = Field(5.0, gt=0, description="Seconds between outbox relay passes in each worker")
 
     @field_validator("public_url")
     @classmethod

@@ -131,33 +131,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 @app.command()
 def worker(threads: int = typer.Option(8, help="worker threads in this process"),
-           relay_interval: float = typer.Option(30.0, help="seconds between outbox relay passes")) -> None:
+           relay_interval: Optional[float] = typer.Option(
+               None, help="seconds between outbox relay passes (default TEXTBACK_RELAY_INTERVAL, 5)")) -> None:
     """Run a Dramatiq worker for the outbox against TEXTBACK_REDIS_URL, plus the outbox relay."""
-    import dramatiq
-
-    from sync import actors
-    from sync.broker import make_broker
-    from sync.relay import RelayThread
+    from sync.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    broker = make_broker(settings.redis_url)
-    actors.bind(broker)
-    runtime = _runtime(settings)
-    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
-    _require_schema(runtime)
-    actors.configure(runtime)
-    worker = dramatiq.Worker(broker, worker_threads=threads)
-    relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    worker.start()
-    relay.start()
-    typer.echo(f"worker running ({threads} threads) on {settings.redis_url}; Ctrl-C to stop")
-    stop.wait()
-    relay.stop()
-    worker.stop()
+
+    def make_runtime():
+        runtime = _runtime(settings)
+        _require_schema(runtime)
+        return runtime
+
+    run_worker(make_runtime, settings.redis_url, threads=threads,
+               relay_interval=relay_interval if relay_interval is not None else settings.relay_interval,
+               echo=typer.echo)
 
 
 @outbox_app.command("list")

@@ -32,7 +32,7 @@ from core.store.migrate import upgrade
 from core.store.tables import Booking
 from sandbox.phone import SandboxPhone
 from sandbox.stack import SandboxStack
-from webhooks.embedded import Embedded
+from sync.embedded import Embedded
 
 SCRIPT = ["Hi, it's about a custody issue with my ex", "No", "No, first time", "Jordan Smith", "2"]
 

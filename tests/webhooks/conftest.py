@@ -10,7 +10,7 @@ from connectors.registry import validate_connector
 from core.config import load_tenants
 from sandbox.phone import SandboxPhone
 from sandbox.stack import SandboxStack
-from webhooks.embedded import Embedded
+from sync.embedded import Embedded
 
 BUSINESS = "+15550001111"
 STAFF = "+15550002222"

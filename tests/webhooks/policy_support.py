@@ -17,7 +17,7 @@ from sandbox.phone import SandboxPhone
 from sandbox.stack import SandboxStack
 from sync.relay import relay_pending
 from tests.webhooks.conftest import BUSINESS, CALLER, tenant_yaml
-from webhooks.embedded import Embedded
+from sync.embedded import Embedded
 
 
 class Clock:

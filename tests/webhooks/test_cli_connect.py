@@ -24,7 +24,7 @@ from core.store.tables import OutboxRow
 from sandbox.phone import SandboxPhone
 from sync.relay import relay_pending
 from webhooks.cli import app
-from webhooks.embedded import Embedded
+from sync.embedded import Embedded
 
 from .conftest import BUSINESS, CALENDAR, CALLER, miss_a_call, tenant_yaml, texts_to
 
