@@ -3,6 +3,8 @@
     ConnectorError                 anything a vendor call can fail with
      ├── RateLimited(retry_after)  429 or an equivalent quota answer; retry after the delay
      ├── Transient                 5xx, timeouts, connection resets; retry with backoff
+     │    └── Ambiguous            no answer after the request went out: it may have taken effect,
+     │                             so look before doing it again (a text is never sent twice)
      ├── AuthExpired               credentials revoked/expired; park and ask for re-auth
      └── Rejected                  the vendor said no (4xx); retrying will not help
 
@@ -47,6 +49,10 @@ class RateLimited(ConnectorError):
 
 
 class Transient(ConnectorError):
+    pass
+
+
+class Ambiguous(Transient):
     pass
 
 
@@ -121,6 +127,15 @@ class Connector(Protocol):
 class SMSProvider(Protocol):
     def send(self, message: OutboundSMS) -> SentSMS:
         """Send one SMS; return the provider's id and initial status."""
+        ...
+
+    def find_sent(self, message: OutboundSMS, *, known_ids: frozenset[str]) -> SentSMS | None:
+        """The provider's record of `message` if an earlier, unanswered send created it (ids in `known_ids`
+        are other texts we recorded); None when the provider has no such message."""
+        ...
+
+    def line_type(self, number: str) -> str | None:
+        """The number's line type ("mobile", "landline", ...) when the provider can look it up."""
         ...
 
     def auth_token_for_signatures(self) -> str:

@@ -22,6 +22,7 @@ from twilio.rest import Client
 
 from connectors.base import (
     ConnectorConfig,
+    Ambiguous,
     ConnectorError,
     Rejected,
     Secret,
@@ -34,6 +35,8 @@ from core.models import OutboundSMS, SentSMS
 PRODUCTION_URL = "https://api.twilio.com"
 _TWILIO_HOSTS = ("https://api.twilio.com", "https://lookups.twilio.com")
 UNSUBSCRIBED_RECIPIENT = 21610
+# How many of the recipient's newest messages a reconciliation looks through (a caller gets a handful).
+RECONCILE_LIMIT = 50
 
 
 class TwilioConfig(ConnectorConfig):
@@ -103,6 +106,16 @@ class TwilioSMS:
             created = self._client.messages.create(**options)
         return SentSMS(provider_id=created.sid, status=created.status)
 
+    def find_sent(self, message: OutboundSMS, *, known_ids: frozenset[str] = frozenset(),
+                  limit: int = RECONCILE_LIMIT) -> SentSMS | None:
+        """Twilio has no idempotency key: after a send that got no answer, list the newest messages to this
+        recipient from this sender and take the newest with the same body that we have not recorded."""
+        with self._translated_errors():
+            for found in self._client.messages.stream(to=message.to, from_=message.from_, limit=limit):
+                if found.sid not in known_ids and (found.body or "") == message.body:
+                    return SentSMS(provider_id=found.sid, status=found.status)
+        return None
+
     def auth_token_for_signatures(self) -> str:
         return self._config.auth_token.get_secret_value()
 
@@ -122,11 +135,16 @@ class TwilioSMS:
             raise self._error(exc.status, f"Twilio {exc.code}: {exc.msg}", exc.code) from exc
         except TwilioServiceException as exc:
             raise self._error(exc.status, f"Twilio {exc.code}: {exc.detail or exc.title}", exc.code) from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise Transient(f"Twilio unreachable: {exc!r}") from exc  # the request never left: nothing happened
         except httpx.HTTPError as exc:
-            raise Transient(f"Twilio unreachable: {exc!r}") from exc
+            # A read timeout or a connection dropped after the request was written: Twilio may have acted on it.
+            raise Ambiguous(f"Twilio gave no answer: {exc!r}") from exc
 
     def _error(self, status: int, message: str, code: int | None) -> ConnectorError:
         error = error_for_status(status, message, retry_after=self._transport.last_retry_after())
         if isinstance(error, Rejected):
             return TwilioRejected(message, status=status, code=code)
+        if isinstance(error, Transient) and status >= 500:
+            return Ambiguous(message, status=status)  # a 5xx may come after Twilio accepted the message
         return error

@@ -33,8 +33,7 @@ from core.engine.conversation import Phase, slot_list
 from core.engine.summary import answer_lines
 from core.handoff import request_handoff
 from core.models import Slot
-from core.outbox import Kind, Pending, log_conversation_later
-from core.store.repo import add_outbound
+from core.outbox import Kind, Pending, queue_text
 from core.store.tables import Booking, Conversation, utcnow
 
 ACTIVE = ("held", "creating", "confirmed")
@@ -51,7 +50,7 @@ STILL_BOOKED = " Your appointment on {slot} ({timezone}) is still booked; to can
 
 
 def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots: list[Slot], pending: Pending,
-          template: str = "offer", intro: str = "", moves: int | None = None) -> None:
+          template: str = "offer", intro: str = "", moves: int | None = None, reason: str | None = None) -> None:
     """Record the offered slots on the conversation and text them; with none, hand off (or, for a move, keep
     the appointment as it is).
 
@@ -68,8 +67,10 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
         conversation.offered_slots = []
         _say(session, tenant, conversation, playbook.no_slots.format(business=tenant.name), pending)
         answers = ", ".join(answer_lines(conversation.answers))
+        why = f" Reason: {reason}." if reason else ""
         request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
-                        summary=f"Qualified but no time could be booked by text; please call to schedule. {answers}")
+                        summary=f"Qualified but no time could be booked by text; please call to schedule.{why} "
+                                f"{answers}".strip())
         return
     offered = [{"calendar_id": s.calendar_id, "start": s.start.isoformat(), "end": s.end.isoformat(),
                 "label": label(s.start, tenant.zone)} | ({"moves": moves} if moves is not None else {})
@@ -77,6 +78,31 @@ def offer(session: Session, *, tenant: Tenant, conversation: Conversation, slots
     conversation.state, conversation.offered_slots = Phase.choosing.value, offered
     body = getattr(playbook, template).format(business=tenant.name, slots=slot_list(offered))
     _say(session, tenant, conversation, f"{intro} {body}".strip(), pending)
+
+
+def could_not_book(session: Session, *, tenant: Tenant, conversation_id: int, reason: str, now: datetime,
+                   pending: Pending) -> None:
+    """A calendar step the caller waits on failed for good (free/busy refused, the event refused, credentials
+    revoked, retries exhausted): free the conversation's holds, text the caller that a person will call, and
+    tell staff why. A conversation already handed off, closed or opted out is left alone."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None or conversation.state in (Phase.handoff.value, Phase.closed.value, Phase.opted_out.value):
+        return
+    for booking in session.scalars(select(Booking).where(Booking.conversation_id == conversation_id,
+                                                         Booking.status.in_(("held", "creating")))):
+        release(session, booking)
+    if conversation.state == Phase.booked.value:
+        # A move or a cancellation that could not be made: the appointment stands as it is.
+        kept = upcoming(session, lead_id=conversation.lead_id, now=now)
+        if kept is not None:
+            _say(session, tenant, conversation, NO_OTHER_TIME.format(slot=label(kept.start_at, tenant.zone),
+                                                                     contact=_contact(tenant)), pending)
+        request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
+                        summary=f"The caller asked to change their appointment by text and it could not be done. "
+                                f"Reason: {reason}.")
+        conversation.state = Phase.booked.value  # the appointment stands through the handoff
+        return
+    offer(session, tenant=tenant, conversation=conversation, slots=[], pending=pending, reason=reason)
 
 
 def hold(session: Session, *, conversation: Conversation, slot: Slot, buffer_minutes: int = 0) -> Booking | None:
@@ -119,11 +145,9 @@ def confirm(session: Session, *, tenant: Tenant, booking: Booking, external_even
     conversation = session.get(Conversation, booking.conversation_id)
     conversation.state, conversation.outcome, conversation.offered_slots = Phase.booked.value, "booked", []
     _say(session, tenant, conversation, _confirmation(tenant, booking), pending)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_upsert_opportunity, key=f"crm-opp:{conversation.id}",
-                payload={"conversation_id": conversation.id})
+    # One CRM job for the booking: the deal/matter, the meeting and the transcript (sync/crm_push.record_booking).
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking, key=f"crm-booking:{booking.id}",
                 payload={"booking_id": booking.id})
-    log_conversation_later(session, conversation, pending)
 
 
 def moved(session: Session, *, tenant: Tenant, booking: Booking, new_hold: Booking, conversation: Conversation,
@@ -138,7 +162,6 @@ def moved(session: Session, *, tenant: Tenant, booking: Booking, new_hold: Booki
     _say(session, tenant, conversation, _confirmation(tenant, booking), pending)
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking,
                 key=f"crm-booking:{booking.id}:{slot.start.isoformat()}", payload={"booking_id": booking.id})
-    log_conversation_later(session, conversation, pending, reason="moved")
 
 
 def cancelled(session: Session, *, tenant: Tenant, booking: Booking, conversation: Conversation,
@@ -154,7 +177,6 @@ def cancelled(session: Session, *, tenant: Tenant, booking: Booking, conversatio
         contact=_contact(tenant)), pending)
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking, key=f"crm-booking:{booking.id}:cancelled",
                 payload={"booking_id": booking.id})
-    log_conversation_later(session, conversation, pending, reason="cancelled")
 
 
 def nothing_to_cancel(session: Session, *, tenant: Tenant, conversation: Conversation, pending: Pending) -> None:
@@ -217,6 +239,4 @@ def _contact(tenant: Tenant) -> str:
 
 
 def _say(session: Session, tenant: Tenant, conversation: Conversation, body: str, pending: Pending) -> None:
-    message = add_outbound(session, conversation=conversation, body=body)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload={"message_id": message.id})
+    queue_text(session, conversation=conversation, body=body, pending=pending)

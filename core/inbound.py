@@ -19,11 +19,11 @@ from core.engine.interpreters import Interpreter, interpreter_for
 from core.engine.keywords import Keyword, keyword, revokes_consent
 from core.handoff import request_handoff
 from core.hours import caller_zones
-from core.outbox import Kind, Pending, log_conversation_later
+from core.outbox import Kind, Pending, log_conversation_later, queue_text
 from core.appointments import active_booking_note
 from core.optout import confirm_opt_out, opt_in, opt_out
 from core.staff import is_staff, staff_message
-from core.store.repo import add_outbound, lead_for, reachable_conversation
+from core.store.repo import lead_for, reachable_conversation
 from core.store.tables import Conversation, Lead, Message
 from core.textback import start_conversation
 
@@ -112,9 +112,7 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
     if turn.outcome is not None and turn.state.phase is not Phase.booked:
         conversation.outcome = turn.outcome.value
     for text in _replies(tenant, conversation, turn):
-        message = add_outbound(session, conversation=conversation, body=text)
-        pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                    payload={"message_id": message.id})
+        queue_text(session, conversation=conversation, body=text, pending=pending)
     ids = {"conversation_id": conversation.id}
     if turn.action is Action.offer_slots:
         pending.add(session, tenant_id=tenant.id, kind=Kind.offer_slots, key=f"offer:{conversation.id}:{message_sid}",
@@ -166,10 +164,22 @@ def _reply_help(session: Session, *, tenant: Tenant, lead: Lead, called: str, co
 
 
 def delivery_status(
-    session: Session, *, message_sid: str, status: str, error_code: int | None, now: datetime, pending: Pending,
+    session: Session, *, tenant_id: str, message_sid: str, status: str, error_code: int | None, now: datetime,
+    pending: Pending, message_id: int | None = None,
 ) -> bool:
-    """Apply a provider delivery report; False when the message is not ours (ignored)."""
-    message = session.scalar(select(Message).where(Message.provider_sid == message_sid))
+    """Apply a provider delivery report for one of `tenant_id`'s texts; False when it is not theirs (ignored).
+
+    A report can arrive before the send recorded the provider's id (the answer was lost, or is still on its
+    way): the `m` marker our StatusCallback URL carries names the message, which then takes the sid.
+    """
+    message = session.scalar(select(Message).where(Message.provider_sid == message_sid,
+                                                   Message.tenant_id == tenant_id))
+    if message is None and message_id is not None:
+        message = session.scalar(select(Message).where(Message.id == message_id, Message.tenant_id == tenant_id,
+                                                       Message.provider_sid.is_(None),
+                                                       Message.direction == "outbound"))
+        if message is not None:
+            message.provider_sid = message_sid
     if message is None:
         return False
     if _STATUS_RANK.get(status, 0) >= _STATUS_RANK.get(message.status, 0):

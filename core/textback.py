@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 from core.config import MissedCallSettings, Tenant, to_e164
 from core.engine.conversation import opening
 from core.hours import is_open, label_opening, next_opening
-from core.outbox import Kind, Pending
-from core.store.repo import add_outbound, lead_for, open_conversation
+from core.outbox import Kind, Pending, queue_text
+from core.store.repo import lead_for, open_conversation
 from core.store.tables import Call, Conversation
 
 MISSED_DIAL_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
@@ -152,9 +152,8 @@ def start_conversation(
     )
     session.add(conversation)
     session.flush()
-    message = add_outbound(session, conversation=conversation, body=text, purpose=purpose)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload={"message_id": message.id, "call_id": call_id}, not_before=not_before)
+    queue_text(session, conversation=conversation, body=text, purpose=purpose, pending=pending, call_id=call_id,
+               not_before=not_before)
     return conversation
 
 

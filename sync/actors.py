@@ -1,13 +1,38 @@
-"""Dramatiq actors. Thin: take an id, call sync.execute, let the declared retries do the rest."""
+"""Dramatiq actors. Thin: take an id, call sync.runner, let the declared retries do the rest.
+
+Retries are declared here: any exception is retried with exponential backoff (1 s doubling to
+10 min, MAX_RETRIES times), a RateLimited one after its Retry-After, a record held by another job
+soon and without using up the retries; when they run out the row is dead with its last error.
+"""
 
 from __future__ import annotations
+
+import logging
+import random
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from connectors.base import RateLimited
-from sync.execute import execute, mark_dead
+from connectors.base import ConnectorError, RateLimited
+from sync.locks import RecordBusy
+from sync.runner import run_job, mark_dead
 from sync.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 10
+# A job waiting for another job's lock on the same record retries this often before it counts as failing.
+MAX_BUSY_RETRIES = 200
+
+
+class Busy(dramatiq.Retry):
+    """The record is being written by another job: try again shortly (not an error)."""
+
+
+def _retry_when(retries: int, exception: BaseException) -> bool:
+    if isinstance(exception, Busy):
+        return retries < MAX_BUSY_RETRIES
+    return retries < MAX_RETRIES
 
 if dramatiq.broker.global_broker is None:
     # Actors must be declared on some broker at import; bind() moves them to the real one.
@@ -30,17 +55,25 @@ def current_runtime() -> Runtime:
 @dramatiq.actor(queue_name="outbox")
 def outbox_exhausted(message_data: dict, retry_info: dict) -> None:
     """Retries exhausted: the row becomes a visible dead letter (replay with `textback outbox replay`)."""
-    mark_dead(current_runtime(), message_data["args"][0], f"gave up after {retry_info.get('retries')} retries")
+    mark_dead(current_runtime(), message_data["args"][0], f"gave up after {retry_info.get('retries')} tries")
 
 
-@dramatiq.actor(queue_name="outbox", max_retries=10, min_backoff=1_000, max_backoff=600_000,
+@dramatiq.actor(queue_name="outbox", retry_when=_retry_when, min_backoff=1_000, max_backoff=600_000,
                 on_retry_exhausted=outbox_exhausted.actor_name)
 def run_outbox(outbox_id: int) -> None:
     try:
-        execute(current_runtime(), outbox_id)
+        run_job(current_runtime(), outbox_id)
+    except RecordBusy as exc:
+        log.info("outbox %s waits: %s", outbox_id, exc)
+        raise Busy(str(exc), delay=random.randint(200, 800)) from exc
     except RateLimited as exc:
         delay_ms = int((exc.retry_after if exc.retry_after is not None else 1.0) * 1000)
         raise dramatiq.Retry(str(exc), delay=max(delay_ms, 100)) from exc
+    except ConnectorError as exc:
+        # An expected failure (a vendor outage): one line, then the declared backoff. Anything else is a bug
+        # and propagates with its traceback; it is retried and dead-lettered all the same.
+        log.warning("outbox %s will be retried: %s: %s", outbox_id, type(exc).__name__, exc)
+        raise dramatiq.Retry(str(exc)) from exc
 
 
 ACTORS = (run_outbox, outbox_exhausted)

@@ -23,3 +23,14 @@ def make_broker(url: str) -> dramatiq.Broker:
 
         return RabbitmqBroker(url=url)
     raise ValueError(f"unsupported broker URL {url!r}; use redis://..., amqp://... or stub://")
+
+
+def ping_for(broker: dramatiq.Broker):
+    """A callable that raises when the broker is unreachable (for /readyz); None for the in-memory one."""
+    client = getattr(broker, "client", None)  # RedisBroker
+    if client is not None:
+        return client.ping
+    connection = getattr(broker, "connection", None)  # RabbitmqBroker opens it on first use
+    if connection is not None and hasattr(broker, "channel"):
+        return lambda: broker.channel
+    return None

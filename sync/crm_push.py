@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.config import Tenant
 from core.engine.summary import answer_lines
+from core.jobs import BookingJob, ConversationJob, LeadJob
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
 from core.store.repo import external_id, remember_external_id, transcript
@@ -26,18 +27,23 @@ from sync.runtime import Runtime
 STABLE_TRIES = 3
 
 
-def sync_lead(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    if runtime.connector(tenant, "crm") is not None:
-        with _writing(runtime, tenant, payload["lead_id"]):
-            ensure_contact(runtime, tenant, payload["lead_id"])
+def sync_lead(runtime: Runtime, tenant: Tenant, job: LeadJob, pending: Pending) -> None:
+    """The contact itself: created, or updated with what textback learnt (a name), once per missed call."""
+    if runtime.crm(tenant) is not None:
+        with _writing(runtime, tenant, job.lead_id):
+            ensure_contact(runtime, tenant, job.lead_id, refresh=True)
 
 
-def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int) -> str:
-    crm, kind = runtime.connector(tenant, "crm"), tenant.connectors["crm"].type
+def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int, *, refresh: bool = False) -> str:
+    """The lead's CRM contact id. A contact already mapped is not written again unless `refresh`: the
+    transcript, deal and meeting pushes only need its id, so one booked lead upserts its contact once."""
+    crm, kind = runtime.crm(tenant), tenant.connectors["crm"].type
     with runtime.db.transaction() as session:
         lead = session.get(Lead, lead_id)
         contact = ContactRecord(phone=lead.phone, first_name=lead.first_name, last_name=lead.last_name)
         known = external_id(session, tenant_id=tenant.id, connector=kind, local_kind="lead", local_id=lead_id)
+    if known is not None and not refresh:
+        return known
     contact_id = crm.upsert_contact(contact, existing_id=known)
     with runtime.db.transaction() as session:
         remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind="lead", local_id=lead_id,
@@ -45,24 +51,26 @@ def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int) -> str:
     return contact_id
 
 
-def log_conversation(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    crm = runtime.connector(tenant, "crm")
-    if crm is None:
+def log_conversation(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
+    if runtime.crm(tenant) is None:
         return
-    conversation_id = payload["conversation_id"]
-    log, lead_id, key = _conversation_log(runtime, tenant, conversation_id)
+    lead_id = _lead_of(runtime, job.conversation_id)
     with _writing(runtime, tenant, lead_id):
-        contact_id = ensure_contact(runtime, tenant, lead_id)
-        # The conversation can grow while this push writes; a push that finds it changed writes again,
-        # so the CRM ends with the newest transcript.
-        for _ in range(STABLE_TRIES):
-            _upsert(runtime, tenant, "conversation_log", conversation_id,
-                    lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing,
-                                                          key=key))
-            fresh = _conversation_log(runtime, tenant, conversation_id)[0]
-            if fresh == log:
-                return
-            log = fresh
+        _push_transcript(runtime, tenant, job.conversation_id, ensure_contact(runtime, tenant, lead_id))
+
+
+def _push_transcript(runtime: Runtime, tenant: Tenant, conversation_id: int, contact_id: str) -> None:
+    crm = runtime.crm(tenant)
+    log, _, key = _conversation_log(runtime, tenant, conversation_id)
+    # The conversation can grow while this push writes; a push that finds it changed writes again,
+    # so the CRM ends with the newest transcript.
+    for _ in range(STABLE_TRIES):
+        _upsert(runtime, tenant, "conversation_log", conversation_id,
+                lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing, key=key))
+        fresh = _conversation_log(runtime, tenant, conversation_id)[0]
+        if fresh == log:
+            return
+        log = fresh
 
 
 def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
@@ -80,31 +88,35 @@ def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) ->
         return log, conversation.lead_id, _key(tenant, "conversation", conversation_id, conversation.created_at)
 
 
-def upsert_opportunity(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    crm = runtime.connector(tenant, "crm")
-    if crm is None:
+def upsert_opportunity(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
+    if runtime.crm(tenant) is None:
         return
-    conversation_id = payload["conversation_id"]
+    lead_id = _lead_of(runtime, job.conversation_id)
+    with _writing(runtime, tenant, lead_id):
+        _push_opportunity(runtime, tenant, job.conversation_id, ensure_contact(runtime, tenant, lead_id))
+
+
+def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, contact_id: str) -> None:
+    crm = runtime.crm(tenant)
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         answers = ", ".join(answer_lines(conversation.answers))
         opportunity = Opportunity(name=f"{_phone(session, conversation)}: {answers or 'missed call'}",
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
-        lead_id = conversation.lead_id
         key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
-    with _writing(runtime, tenant, lead_id):
-        contact_id = ensure_contact(runtime, tenant, lead_id)
-        _upsert(runtime, tenant, "opportunity", conversation_id,
-                lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
-                                                        existing_id=existing, key=key))
+    _upsert(runtime, tenant, "opportunity", conversation_id,
+            lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
+                                                    existing_id=existing, key=key))
 
 
-def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    crm = runtime.connector(tenant, "crm")
+def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: Pending) -> None:
+    """The CRM side of a booking, coalesced into one job under one lock: the deal/matter, the meeting and
+    the transcript as it stands, with the contact looked up once."""
+    crm = runtime.crm(tenant)
     if crm is None:
         return
-    booking_id = payload["booking_id"]
+    booking_id = job.booking_id
     with runtime.db.transaction() as session:
         booking = session.get(Booking, booking_id)
         conversation = session.get(Conversation, booking.conversation_id)
@@ -115,13 +127,21 @@ def record_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
             start=booking.start_at, end=booking.end_at, cancelled=cancelled,
             description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
         )
-        lead_id = booking.lead_id
+        lead_id, conversation_id = booking.lead_id, booking.conversation_id
         key = _key(tenant, "booking", booking_id, booking.created_at)
     with _writing(runtime, tenant, lead_id):
         contact_id = ensure_contact(runtime, tenant, lead_id)
+        if not cancelled:
+            _push_opportunity(runtime, tenant, conversation_id, contact_id)
         _upsert(runtime, tenant, "booking", booking_id,
                 lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing,
                                                     key=key))
+        _push_transcript(runtime, tenant, conversation_id, contact_id)
+
+
+def _lead_of(runtime: Runtime, conversation_id: int) -> int:
+    with runtime.db.transaction() as session:
+        return session.get(Conversation, conversation_id).lead_id
 
 
 def _writing(runtime: Runtime, tenant: Tenant, lead_id: int):

@@ -4,7 +4,7 @@ Two pushes for one new caller running at once could each find no contact (CRM se
 indexes lag) and create two. Dramatiq's ConcurrentRateLimiter with a limit of one is
 the mutex: on Redis when the broker is Redis (every worker shares it), in process
 memory otherwise (the embedded single box). A job that finds the record locked raises
-Transient, so it is retried with backoff like any other short outage.
+RecordBusy, retried soon and logged at INFO: contention is expected, not an error.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from connectors.base import Transient
 
 # Longer than any one push takes; a lock whose holder died expires by itself.
 LOCK_TTL_MS = 120_000
+
+
+class RecordBusy(Transient):
+    """Another job holds the record's lock: expected under load, retried soon (sync/actors.py)."""
 
 
 class RecordLocks:
@@ -39,5 +43,5 @@ class RecordLocks:
         mutex = ConcurrentRateLimiter(self.backend, f"textback:{key}", limit=1, ttl=LOCK_TTL_MS)
         with mutex.acquire(raise_on_failure=False) as acquired:
             if not acquired:
-                raise Transient(f"{key} is being written by another job; retrying")
+                raise RecordBusy(f"{key} is being written by another job")
             yield

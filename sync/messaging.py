@@ -1,124 +1,87 @@
-"""Send texts. The last checks happen here, at send time, because time passes between writing and sending:
-
-- an opted-out, do-not-text or undeliverable lead gets nothing (the opt-out confirmation excepted);
-- a first text checks the line type (when the tenant enables lookup) and, after a delay, whether the
-  caller was answered in the meantime; it may go out in quiet hours only if the tenant allows the
-  first reply anytime;
-- follow-ups wait for the caller's texting window (08:00-21:00 local by default).
-"""
+"""Send texts: claim → prepare (core.sending decides) → one provider call → record. See core/jobs.py."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import select
-
-from connectors.base import Rejected
+from connectors.base import Ambiguous, ConnectorError, Rejected, SMSProvider
+from core import sending
 from core.config import Tenant
-from core.hours import caller_zones, next_textable, textable
-from core.inbound import record_send_failure
+from core.jobs import Defer, FollowupJob, NotifyStaffJob, SendSMSJob, Skip
 from core.models import OutboundSMS
-from core.outbox import Deferred, Kind, Pending
-from core.store.repo import add_outbound
-from core.store.tables import Call, Conversation, Lead, Message
+from core.outbox import Deferred, Pending
 from sync.runtime import Runtime
 
-LANDLINE_TYPES = frozenset({"landline", "fixedVoip", "tollFree", "pager", "voicemail"})
-ALWAYS_ALLOWED = frozenset({"opt_out"})
-WAIT_FOR_WINDOW = frozenset({"followup"})
+# A first text with a line-type lookup takes two vendor calls, each its own step.
+MAX_STEPS = 3
 
 
-def send_sms(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    message_id, now = payload["message_id"], runtime.now()
-    with runtime.db.transaction() as session:
-        message = session.get(Message, message_id)
-        if message is None or message.status != "queued":
-            return
-        lead = session.get(Lead, message.lead_id)
-        purpose = message.purpose or "reply"
-        if purpose not in ALWAYS_ALLOWED and (lead.opted_out_at or lead.do_not_text or lead.undeliverable_code):
-            message.status = "suppressed"
-            return
-        call = session.get(Call, payload["call_id"]) if payload.get("call_id") else None
-        if purpose == "first" and call is not None and _answered_since(session, call):
-            _skip_first(session, message, call, "answered_meanwhile")
-            return
-        zones = caller_zones(lead.phone, tenant.zone)
-        must_wait = purpose in WAIT_FOR_WINDOW or (purpose == "first" and not tenant.quiet_hours.first_reply_anytime)
-        if must_wait and not textable(tenant.quiet_hours, zones, now):
-            raise Deferred(next_textable(tenant.quiet_hours, zones, now), "outside the caller's texting window")
-        needs_lookup = purpose == "first" and tenant.missed_call.lookup_line_type and lead.line_type is None
-        outbound = OutboundSMS(to=lead.phone, from_=message.business_number, body=message.body,
-                               status_callback=f"{runtime.settings.public_url}/twilio/sms/status")
-    provider = runtime.connector(tenant, "sms")
-    if provider is None:
-        raise Rejected(f"tenant {tenant.id} has no sms connector")
-    if needs_lookup:
-        line_type = provider.line_type(outbound.to) or "unknown"
+def send_sms(runtime: Runtime, tenant: Tenant, job: SendSMSJob, pending: Pending) -> None:
+    provider = _provider(runtime, tenant)
+    for _ in range(MAX_STEPS):
         with runtime.db.transaction() as session:
-            session.get(Lead, session.get(Message, message_id).lead_id).line_type = line_type
-            if line_type in LANDLINE_TYPES:
-                _skip_first(session, session.get(Message, message_id), session.get(Call, payload["call_id"]),
-                            "landline")
+            decision = sending.prepare_send(session, tenant=tenant, job=job, now=runtime.now(),
+                                            status_callback=f"{runtime.settings.public_url}/twilio/sms/status")
+        match decision:
+            case Skip():
                 return
+            case Defer(until=until, reason=reason):
+                raise Deferred(until, reason)
+            case sending.LookUpLineType(number=number):
+                line_type = provider.line_type(number)
+                with runtime.db.transaction() as session:
+                    sending.record_line_type(session, job=job, line_type=line_type)
+            case sending.LookUpSent(sms=sms, known_ids=known_ids):
+                found = provider.find_sent(sms, known_ids=known_ids)
+                if found is None:
+                    with runtime.db.transaction() as session:
+                        sending.record_not_sent(session, job=job)  # the provider never had it: send it now
+                    continue
+                _record_sent(runtime, tenant, job, found, pending)
+                return
+            case sending.Send(sms=sms):
+                _send(runtime, tenant, provider, job, sms, pending)
+                return
+    raise RuntimeError(f"message {job.message_id}: no decision after {MAX_STEPS} steps")
+
+
+def _send(runtime: Runtime, tenant: Tenant, provider: SMSProvider, job: SendSMSJob, sms: OutboundSMS,
+          pending: Pending) -> None:
     try:
-        sent = provider.send(outbound)
+        sent = provider.send(sms)
+    except Ambiguous:
+        raise  # stays `sending`: the retry asks the provider before it sends again
     except Rejected as exc:
         with runtime.db.transaction() as session:
-            message = session.get(Message, message_id)
-            message.status, message.error_code = "failed", getattr(exc, "code", None)
-            record_send_failure(session, message=message, error_code=message.error_code, now=now, pending=pending)
+            sending.record_refused(session, job=job, error_code=getattr(exc, "code", None), now=runtime.now(),
+                                   pending=pending)
         raise
+    except ConnectorError:
+        with runtime.db.transaction() as session:
+            sending.record_not_sent(session, job=job)
+        raise
+    _record_sent(runtime, tenant, job, sent, pending)
+
+
+def _record_sent(runtime: Runtime, tenant: Tenant, job: SendSMSJob, sent, pending: Pending) -> None:
     with runtime.db.transaction() as session:
-        message = session.get(Message, message_id)
-        message.provider_sid, message.status, message.sent_at = sent.provider_id, sent.status, now
-        if message.purpose == "first" and message.conversation_id and tenant.followups.max > 0:
-            _schedule_followup(session, tenant, message.conversation_id, number=1, after=now, pending=pending)
+        sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=runtime.now(), pending=pending)
 
 
-def send_followup(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    """Nudge a caller who has not answered; never after a reply, an opt-out, a handoff or a takeover."""
-    conversation_id, number = payload["conversation_id"], payload["number"]
+def send_followup(runtime: Runtime, tenant: Tenant, job: FollowupJob, pending: Pending) -> None:
+    """No vendor call of its own: it queues the follow-up text (a send_sms job) or decides not to."""
     with runtime.db.transaction() as session:
-        conversation = session.get(Conversation, conversation_id)
-        lead = session.get(Lead, conversation.lead_id)
-        replied = session.scalar(select(Message.id).where(Message.conversation_id == conversation_id,
-                                                          Message.direction == "inbound").limit(1))
-        if (replied is not None or conversation.state != "asking" or conversation.paused
-                or lead.opted_out_at or lead.do_not_text or conversation.followups_sent >= number):
-            return
-        question = tenant.conversation_playbook(conversation.playbook).step(conversation.step.split("#")[0]).ask
-        text = tenant.templates.render("followup", business=tenant.name, question=question)
-        message = add_outbound(session, conversation=conversation, body=text, purpose="followup")
-        conversation.followups_sent = number
-        pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                    payload={"message_id": message.id})
-        if number < tenant.followups.max:
-            _schedule_followup(session, tenant, conversation_id, number=number + 1, after=runtime.now(),
-                               pending=pending)
+        sending.prepare_followup(session, tenant=tenant, job=job, now=runtime.now(), pending=pending)
 
 
-def notify_staff(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    """A one-line handoff notice to a staff phone (not part of the caller's transcript)."""
-    provider = runtime.connector(tenant, "sms")
-    provider.send(OutboundSMS(to=payload["to"], from_=payload["from"], body=payload["body"]))
+def notify_staff(runtime: Runtime, tenant: Tenant, job: NotifyStaffJob, pending: Pending) -> None:
+    """A one-line notice to a staff phone (not part of the caller's transcript). It has no message row to be
+    `sending`, so it looks first: a notice names its conversation, so an identical one already there is this one."""
+    provider, sms = _provider(runtime, tenant), OutboundSMS(to=job.to, from_=job.from_, body=job.body)
+    if provider.find_sent(sms, known_ids=frozenset()) is None:
+        provider.send(sms)
 
 
-def _schedule_followup(session, tenant: Tenant, conversation_id: int, *, number: int, after, pending: Pending) -> None:
-    pending.add(session, tenant_id=tenant.id, kind=Kind.followup, key=f"followup:{conversation_id}:{number}",
-                payload={"conversation_id": conversation_id, "number": number},
-                not_before=after + timedelta(hours=tenant.followups.after_hours))
-
-
-def _answered_since(session, call: Call) -> bool:
-    return session.scalar(select(Call.id).where(
-        Call.lead_id == call.lead_id, Call.status == "answered", Call.id != call.id,
-        Call.created_at >= call.created_at).limit(1)) is not None
-
-
-def _skip_first(session, message: Message, call: Call, reason: str) -> None:
-    message.status = "suppressed"
-    call.skip_reason, call.texted = reason, False
-    conversation = session.get(Conversation, message.conversation_id)
-    if conversation is not None:
-        conversation.state, conversation.outcome = "closed", reason
+def _provider(runtime: Runtime, tenant: Tenant) -> SMSProvider:
+    provider = runtime.sms(tenant)
+    if provider is None:
+        raise Rejected(f"tenant {tenant.id} has no sms connector")
+    return provider

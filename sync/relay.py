@@ -1,4 +1,12 @@
-"""Re-enqueue outbox rows that were committed but never handed to the queue (or whose job was lost)."""
+"""Re-enqueue outbox rows that were committed but never handed to the queue, or whose job was lost.
+
+A pass picks up pending rows that are due and not claimed by a live worker, and that were
+- never enqueued (the broker was down at commit, or the process died first) for `grace`, or
+- claimed by a worker whose claim expired (it died mid-job), or
+- enqueued longer than `stale_after` ago without running (the broker lost the message).
+A row claimed MAX_ATTEMPTS times is dead instead ("claimed N times"), so no row loops for ever.
+Each worker runs a pass at start and then every `relay_interval` seconds (TEXTBACK_RELAY_INTERVAL).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
+from core.jobs import OutboxStatus
 from core.outbox import Dispatcher
 from core.store.tables import OutboxRow
+from sync.runner import MAX_ATTEMPTS, mark_dead
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -22,15 +32,22 @@ def relay_pending(
     """Dispatch pending rows never enqueued after `grace`, or enqueued longer than `stale_after` ago."""
     now = runtime.now()
     with runtime.db.transaction() as session:
-        ids = list(session.scalars(
-            select(OutboxRow.id).where(
-                OutboxRow.status == "pending",
+        rows = session.execute(
+            select(OutboxRow.id, OutboxRow.attempts, OutboxRow.claimed_until).where(
+                OutboxRow.status == OutboxStatus.pending,
                 or_(OutboxRow.not_before.is_(None), OutboxRow.not_before <= now),
                 or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
                 or_(and_(OutboxRow.enqueued_at.is_(None), OutboxRow.created_at <= now - grace),
+                    OutboxRow.claimed_until < now,
                     OutboxRow.enqueued_at <= now - stale_after),
             ).order_by(OutboxRow.id).limit(limit)
-        ))
+        ).all()
+    ids = []
+    for outbox_id, attempts, claimed_until in rows:
+        if claimed_until is not None and attempts >= MAX_ATTEMPTS:
+            mark_dead(runtime, outbox_id, f"claimed {attempts} times by workers that stopped before finishing it")
+        else:
+            ids.append(outbox_id)
     if ids:
         log.info("relay: re-enqueueing %d outbox rows", len(ids))
         dispatcher.dispatch(ids)
@@ -56,17 +73,19 @@ def mark_enqueued(runtime: Runtime, outbox_ids: list[int]) -> None:
 class RelayThread(threading.Thread):
     """Runs the relay every `interval` seconds until stopped (one per worker process is enough)."""
 
-    def __init__(self, runtime: Runtime, dispatcher: Dispatcher, *, interval: float = 30.0) -> None:
+    def __init__(self, runtime: Runtime, dispatcher: Dispatcher, *, interval: float = 5.0) -> None:
         super().__init__(name="outbox-relay", daemon=True)
         self.runtime, self.dispatcher, self.interval = runtime, dispatcher, interval
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
+        while True:  # a pass at start: a row left behind by a crash goes out now, not a period later
             try:
                 relay_pending(self.runtime, self.dispatcher)
-            except Exception:
-                log.exception("relay pass failed; trying again in %.0fs", self.interval)
+            except Exception as exc:  # the database or the broker is down: try again next period
+                log.warning("relay pass failed (%s: %s); trying again in %gs", type(exc).__name__, exc, self.interval)
+            if self._stop_event.wait(self.interval):
+                return
 
     def stop(self) -> None:
         self._stop_event.set()

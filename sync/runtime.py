@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 
 from connectors import registry
+from connectors.base import CalendarConnector, CRMConnector, SMSProvider
 from connectors.oauth import TokenProvider, uses_oauth
 from core.config import Settings, Tenant, TenantDirectory, load_tenants
 from core.outbox import Dispatcher
 from core.store.db import Database
 from sync.locks import RecordLocks
+
+log = logging.getLogger(__name__)
 
 ConnectorFactory = Callable[..., Any]  # (config, **injected clients) -> connector
 
@@ -29,18 +33,22 @@ class Runtime:
         tenants: TenantDirectory,
         dispatcher: Dispatcher | None = None,
         connector_factory: ConnectorFactory = registry.build,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] | None = None,
         locks: RecordLocks | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.tenants = tenants
         self.dispatcher = dispatcher
-        self.clock = clock
+        # One clock for the process: the database stamps rows with the same clock the jobs read.
+        if clock is not None:
+            db.clock = clock
+        self.clock = db.clock
         self.locks = locks or RecordLocks()
         self._factory = connector_factory
         self._connectors: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._broker_failing_since: datetime | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "Runtime":
@@ -63,6 +71,15 @@ class Runtime:
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 
+    def sms(self, tenant: Tenant) -> SMSProvider | None:
+        return self.connector(tenant, "sms")
+
+    def crm(self, tenant: Tenant) -> CRMConnector | None:
+        return self.connector(tenant, "crm")
+
+    def calendar(self, tenant: Tenant) -> CalendarConnector | None:
+        return self.connector(tenant, "calendar")
+
     def interpreter(self, tenant: Tenant):
         """The tenant's reply interpreter: rules, or the llm one over an HTTP chat-completions client."""
         from connectors.chat_completions import HttpChatCompletions
@@ -80,8 +97,25 @@ class Runtime:
                 close()
 
     def dispatch(self, outbox_ids: list[int]) -> None:
-        if outbox_ids and self.dispatcher is not None:
+        """Hand committed rows to the queue. A broker that is down delays them, it loses nothing: the rows are
+        in the database and the relay enqueues them once the broker is back. So this never raises."""
+        if not outbox_ids or self.dispatcher is None:
+            return
+        try:
             self.dispatcher.dispatch(outbox_ids)
+        except Exception as exc:
+            self._broker_down(exc, len(outbox_ids))
+        else:
+            self._broker_failing_since = None
+
+    def _broker_down(self, exc: Exception, count: int) -> None:
+        # One warning per outage, not one per request; the relay's own log line says when rows go out again.
+        if self._broker_failing_since is None:
+            self._broker_failing_since = self.now()
+            log.warning("the job queue is unreachable (%s: %s); %d committed outbox row(s) wait for the relay",
+                        type(exc).__name__, exc, count)
+        else:
+            log.debug("job queue still unreachable; %d more row(s) wait for the relay", count)
 
     def now(self) -> datetime:
         return self.clock()

@@ -11,7 +11,7 @@ A caller who loses a race (the slot was held, or turned busy) is offered new slo
 playbook's `slot_taken` text. Every handler is safe to run again: each step checks what the
 previous run left (conversation phase, booking status), and the calendar calls are idempotent.
 
-Payloads (the engine's contract is in core/engine/conversation.py): offer_slots and
+Payloads are typed in core/jobs.py (the engine's contract is in core/engine/conversation.py): offer_slots and
 reschedule_booking {"conversation_id"}, acted on while the conversation is `offering`; book_slot
 {"conversation_id", "slot": an offered slot}, acted on while it is `booking`; cancel_booking
 {"conversation_id", "booking_id"?}, acted on while it is `booked` (without booking_id, the lead's
@@ -30,6 +30,7 @@ from core import appointments
 from core.booking import calendars_for, find_slots, fits, is_free, label, preferred_window
 from core.config import Tenant
 from core.engine.conversation import Phase
+from core.jobs import BookSlotJob, CancelBookingJob, ConversationJob
 from core.engine.summary import answer_lines
 from core.models import BusyInterval, EventRequest, Slot
 from core.outbox import Pending
@@ -37,17 +38,17 @@ from core.store.tables import Booking, Conversation, Lead
 from sync.runtime import Runtime
 
 
-def offer_slots(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    conversation_id = payload["conversation_id"]
+def offer_slots(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
+    conversation_id = job.conversation_id
     with runtime.db.transaction() as session:
         if session.get(Conversation, conversation_id).state != Phase.offering.value:
             return
     _offer(runtime, tenant, conversation_id, pending, template="offer")
 
 
-def reschedule_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
+def reschedule_booking(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
     """Offer new times for the lead's next appointment; with none, offer to book one."""
-    conversation_id = payload["conversation_id"]
+    conversation_id = job.conversation_id
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         if conversation.state != Phase.offering.value:
@@ -60,9 +61,9 @@ def reschedule_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending:
     _offer(runtime, tenant, conversation_id, pending, template="offer", intro=intro, moves=moves)
 
 
-def book_slot(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    conversation_id, slot = payload["conversation_id"], appointments.slot_from_offer(payload["slot"])
-    moves = payload["slot"].get("moves")
+def book_slot(runtime: Runtime, tenant: Tenant, job: BookSlotJob, pending: Pending) -> None:
+    conversation_id, slot = job.conversation_id, appointments.slot_from_offer(job.slot)
+    moves = job.slot.get("moves")
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         if conversation.state != Phase.booking.value:
@@ -83,18 +84,10 @@ def book_slot(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending)
         # A booking cancelled while its move was being chosen is simply booked anew at the chosen time.
         moving = original if original is not None and original.status == "confirmed" else None
         old = (moving.calendar_id, moving.external_event_id) if moving is not None else None
-    calendar = runtime.connector(tenant, "calendar")
+    calendar = _calendar(runtime, tenant)
     if old is None:
-        try:
-            event = calendar.create_event(request)
-        except Rejected:
-            # The calendar refuses the event (permissions, a bad calendar id): free the slot and hand the
-            # caller to a person rather than leave the hold blocking it; the row shows the refusal.
-            with runtime.db.transaction() as session:
-                appointments.release(session, session.get(Booking, booking_id))
-                appointments.offer(session, tenant=tenant, conversation=session.get(Conversation, conversation_id),
-                                   slots=[], pending=pending)
-            raise
+        # A refusal (permissions, a bad calendar id) frees the hold and hands the caller to staff (sync/runner.py).
+        event = calendar.create_event(request)
         with runtime.db.transaction() as session:
             appointments.confirm(session, tenant=tenant, booking=session.get(Booking, booking_id),
                                  external_event_id=event.external_id, link=event.link, pending=pending)
@@ -107,14 +100,14 @@ def book_slot(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending)
                            external_event_id=event_id, link=link, pending=pending)
 
 
-def cancel_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pending) -> None:
-    conversation_id = payload["conversation_id"]
+def cancel_booking(runtime: Runtime, tenant: Tenant, job: CancelBookingJob, pending: Pending) -> None:
+    conversation_id = job.conversation_id
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         if conversation.state != Phase.booked.value:
             return
-        if "booking_id" in payload:
-            booking = session.get(Booking, payload["booking_id"])
+        if job.booking_id is not None:
+            booking = session.get(Booking, job.booking_id)
         else:
             booking = appointments.upcoming(session, lead_id=conversation.lead_id, now=runtime.now())
         if booking is None:
@@ -123,10 +116,17 @@ def cancel_booking(runtime: Runtime, tenant: Tenant, payload: dict, pending: Pen
         if booking.status != "confirmed":
             return
         booking_id, calendar_id, event_id = booking.id, booking.calendar_id, booking.external_event_id
-    runtime.connector(tenant, "calendar").cancel_event(calendar_id=calendar_id, external_id=event_id)
+    _calendar(runtime, tenant).cancel_event(calendar_id=calendar_id, external_id=event_id)
     with runtime.db.transaction() as session:
         appointments.cancelled(session, tenant=tenant, booking=session.get(Booking, booking_id),
                                conversation=session.get(Conversation, conversation_id), pending=pending)
+
+
+def _calendar(runtime: Runtime, tenant: Tenant) -> CalendarConnector:
+    calendar = runtime.calendar(tenant)
+    if calendar is None:
+        raise Rejected(f"tenant {tenant.id} has no calendar connector")
+    return calendar
 
 
 def _move_event(calendar: CalendarConnector, request: EventRequest, old: tuple[str, str]) -> tuple[str, str | None]:
@@ -146,8 +146,8 @@ def _still_free(runtime: Runtime, tenant: Tenant, booking_id: int, slot: Slot, p
                 moves: int | None) -> bool:
     """Never confirm from what was offered earlier: re-read free/busy (buffer included) for this slot now."""
     pad = timedelta(minutes=tenant.booking.buffer_minutes)
-    busy = runtime.connector(tenant, "calendar").free_busy(calendars=[slot.calendar_id], start=slot.start - pad,
-                                                           end=slot.end + pad)
+    busy = _calendar(runtime, tenant).free_busy(calendars=[slot.calendar_id], start=slot.start - pad,
+                                                end=slot.end + pad)
     free = is_free(busy.get(slot.calendar_id, []), slot.start, slot.end, tenant.booking.buffer_minutes)
     with runtime.db.transaction() as session:
         booking = session.get(Booking, booking_id)
@@ -163,11 +163,12 @@ def _still_free(runtime: Runtime, tenant: Tenant, booking_id: int, slot: Slot, p
 
 def _event_request(session: Session, tenant: Tenant, conversation_id: int, booking_id: int, slot: Slot) -> EventRequest:
     conversation = session.get(Conversation, conversation_id)
-    phone = session.scalar(select(Lead.phone).where(Lead.id == conversation.lead_id))
+    lead = session.get(Lead, conversation.lead_id)
+    phone, name = lead.phone, " ".join(p for p in (lead.first_name, lead.last_name) if p)
     details = "\n".join(answer_lines(conversation.answers))
     return EventRequest(
         key=f"textback-booking-{booking_id}", calendar_id=slot.calendar_id, start=slot.start, end=slot.end,
-        timezone=tenant.timezone, summary=f"{tenant.name}: appointment with {phone}",
+        timezone=tenant.timezone, summary=f"{tenant.name}: appointment with {name or phone}",
         description=f"Booked by textback by text message.\n{details}\nCaller: {phone}",
         location=tenant.booking.location,
     )
@@ -175,7 +176,7 @@ def _event_request(session: Session, tenant: Tenant, conversation_id: int, booki
 
 def _offer(runtime: Runtime, tenant: Tenant, conversation_id: int, pending: Pending, *, template: str,
            intro: str = "", moves: int | None = None) -> None:
-    calendar = runtime.connector(tenant, "calendar")
+    calendar = runtime.calendar(tenant)
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         answers = dict(conversation.answers)

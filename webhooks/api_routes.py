@@ -1,6 +1,6 @@
 """The API for other phone systems and admin tools, authenticated by a per-tenant key (bearer token).
 
-Keys are stored as SHA-256 hashes in the tenants file (`api_key_sha256`); `textback apikey new`
+Keys are stored as SHA-256 hashes in the tenants file (`api_key_sha256`); `textback apikey TENANT`
 makes one. A missing key answers 401, a wrong one 403, and neither leaves a trace.
 """
 
@@ -50,10 +50,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _authorise(tenant: Tenant, authorization: str | None) -> None:
+def _require_bearer(authorization: str | None) -> None:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(401, "send the tenant's API key as Authorization: Bearer <key>",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def _authorise(tenant: Tenant, authorization: str | None) -> None:
+    _require_bearer(authorization)
     if tenant.api_key_sha256 is None or not hmac.compare_digest(hash_key(authorization[7:].strip()),
                                                                   tenant.api_key_sha256):
         raise HTTPException(403, "this API key is not valid for the tenant that owns the number")
@@ -66,6 +70,7 @@ async def report_missed_call(report: MissedCallReport, request: Request,
                              authorization: str | None = Header(None)) -> MissedCallResult:
     """Report a missed call from another phone system; the same policy and dedupe as Twilio calls apply."""
     runtime: Runtime = request.app.state.runtime
+    _require_bearer(authorization)  # before any lookup: no probing which numbers are customers
     tenant = runtime.tenants.by_number(report.called)
     if tenant is None:
         raise HTTPException(404, f"no tenant owns the number {report.called}")
@@ -93,6 +98,7 @@ async def takeover(conversation_id: int, request: Request, authorization: str | 
                    by: str = "staff") -> TakeoverResult:
     """Staff take a conversation over: the bot sends nothing more in it."""
     runtime: Runtime = request.app.state.runtime
+    _require_bearer(authorization)
 
     def work():
         pending = Pending()

@@ -118,15 +118,16 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from sync import actors
-    from sync.broker import make_broker
+    from sync.broker import make_broker, ping_for
     from webhooks.app import create_app
 
     settings = Settings()
-    actors.bind(make_broker(settings.redis_url))
+    broker = make_broker(settings.redis_url)
+    actors.bind(broker)
     runtime = _runtime(settings)
     runtime.dispatcher = actors.DramatiqDispatcher(runtime)
     _require_schema(runtime)
-    uvicorn.run(create_app(runtime), host=host, port=port, proxy_headers=True)
+    uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True)
 
 
 @app.command()

@@ -22,18 +22,30 @@ class VerifiedRequest:
 
 
 async def verified_twilio_request(request: Request) -> VerifiedRequest:
+    """A request about a call or text to one of our numbers (`To` names the business)."""
+    return await _verified(request, ("To",))
+
+
+async def verified_status_callback(request: Request) -> VerifiedRequest:
+    """A delivery report for a text we sent: the business number is the sender (`From`); a messaging-service
+    report may name only the recipient, so `To` is tried second. The signature proves which tenant's account
+    sent it, and the route touches only that tenant's messages."""
+    return await _verified(request, ("From", "To"))
+
+
+async def _verified(request: Request, number_fields: tuple[str, ...]) -> VerifiedRequest:
     runtime: Runtime = request.app.state.runtime
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise HTTPException(415, "Twilio webhooks are form-encoded (application/x-www-form-urlencoded)")
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    called = form.get("To")
-    if not called:
-        raise HTTPException(400, "missing To: cannot tell which business this request is for")
-    tenant = runtime.tenants.by_number(called)
+    numbers = [form[field] for field in number_fields if form.get(field)]
+    if not numbers:
+        raise HTTPException(400, f"missing {' or '.join(number_fields)}: cannot tell which business this is for")
+    tenant = next((t for t in map(runtime.tenants.by_number, numbers) if t is not None), None)
     if tenant is None:
-        raise HTTPException(404, f"no tenant owns the number {called}; add it to a tenant's phone_numbers")
-    sms = runtime.connector(tenant, "sms")
+        raise HTTPException(404, f"no tenant owns the number {numbers[0]}; add it to a tenant's phone_numbers")
+    sms = runtime.sms(tenant)
     if sms is None:
         raise HTTPException(404, f"tenant {tenant.id} has no sms connector configured")
     url = runtime.settings.public_url + request.url.path

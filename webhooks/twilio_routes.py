@@ -14,7 +14,7 @@ from core import inbound, textback, voicemail
 from core.config import Tenant
 from core.outbox import Pending
 from sync.runtime import Runtime
-from webhooks.twilio_auth import VerifiedRequest, require, verified_twilio_request
+from webhooks.twilio_auth import VerifiedRequest, require, verified_status_callback, verified_twilio_request
 
 router = APIRouter(prefix="/twilio")
 
@@ -136,12 +136,14 @@ async def sms(request: Request, verified: VerifiedRequest = Depends(verified_twi
 
 
 @router.post("/sms/status")
-async def sms_status(request: Request, verified: VerifiedRequest = Depends(verified_twilio_request)) -> Response:
+async def sms_status(request: Request, verified: VerifiedRequest = Depends(verified_status_callback)) -> Response:
     runtime: Runtime = request.app.state.runtime
     message_sid, status = require(verified.form, "MessageSid", "MessageStatus")
     error_code = _int(verified.form, "ErrorCode")
+    message_id = _int(dict(request.query_params), "m")  # our marker in the StatusCallback URL
     await run_in_threadpool(_in_transaction, runtime, lambda s, p: inbound.delivery_status(
-        s, message_sid=message_sid, status=status, error_code=error_code, now=runtime.now(), pending=p))
+        s, tenant_id=verified.tenant.id, message_sid=message_sid, message_id=message_id, status=status,
+        error_code=error_code, now=runtime.now(), pending=p))
     return Response(status_code=204)
 
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def make_engine(url: str) -> Engine:
@@ -29,12 +36,30 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    """An engine plus a session factory; `with db.transaction() as s:` commits or rolls back."""
+    """An engine plus a session factory; `with db.transaction() as s:` commits or rolls back.
 
-    def __init__(self, url: str) -> None:
+    Rows are stamped (`created_at`, `updated_at`) from `clock`, the one clock the process runs on
+    (the Runtime sets it), so a row written "now" and a query asking what is due agree even when
+    the clock is injected.
+    """
+
+    def __init__(self, url: str, *, clock: Clock = system_clock) -> None:
         self.url = url
+        self.clock = clock
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_flush", self._stamp)
+
+    def _stamp(self, session: Session, _context, _instances) -> None:
+        now = self.clock()
+        for row in session.new:
+            for column in ("created_at", "updated_at"):
+                if hasattr(row, column) and getattr(row, column) is None:
+                    setattr(row, column, now)
+        for row in session.dirty:
+            if (hasattr(row, "updated_at") and session.is_modified(row, include_collections=False)
+                    and not inspect(row).attrs.updated_at.history.has_changes()):
+                row.updated_at = now
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from connectors.base import AuthExpired, ConnectorError, Transient
+from connectors.base import Ambiguous, AuthExpired, ConnectorError, Transient
 from connectors.chat_completions import ChatUnavailable, HttpChatCompletions
 from connectors.clio import ClioConfig, ClioCRM
 from connectors.google_calendar import GoogleCalendar, GoogleCalendarConfig
@@ -67,15 +67,31 @@ def test_a_dropped_connection_gets_no_answer_at_all(twilio_sandbox):
         httpx.get(f"{url}/2010-04-01/Accounts/{SID}/Messages.json", auth=(SID, TOKEN))
 
 
-def test_a_dropped_send_is_transient_and_sends_nothing(twilio_sandbox):
+def test_a_dropped_send_is_ambiguous_so_the_sender_looks_before_it_sends_again(twilio_sandbox):
     # Given
     sandbox, url = twilio_sandbox
     to = caller()
     sandbox.faults.drop_next("/2010-04-01")
-    # When / Then
-    with pytest.raises(Transient, match="Twilio unreachable"):
+    # When / Then: no answer after the request went out may mean it was taken; here Twilio never saw it
+    with pytest.raises(Ambiguous, match="Twilio gave no answer"):
         sms(url).send(text(to))
     assert sandbox.messages_to(to) == []
+    assert sms(url).find_sent(text(to), known_ids=frozenset()) is None
+
+
+def test_a_send_answered_too_late_is_found_at_twilio_instead_of_sent_again(twilio_sandbox):
+    # Given: Twilio takes the message but answers after the client gave up
+    sandbox, url = twilio_sandbox
+    to = caller()
+    sandbox.faults.delay_next("/2010-04-01", seconds=1.0)
+    with pytest.raises(Ambiguous):
+        sms(url, timeout=0.3).send(text(to))
+    # When
+    found = sms(url).find_sent(text(to), known_ids=frozenset())
+    # Then: the one message Twilio has, and not a message we already recorded
+    [at_twilio] = sandbox.messages_to(to)
+    assert found is not None and found.provider_id == at_twilio["sid"]
+    assert sms(url).find_sent(text(to), known_ids=frozenset({at_twilio["sid"]})) is None
 
 
 def test_a_late_answer_times_the_connector_out_although_twilio_sent_the_text(twilio_sandbox):
@@ -117,7 +133,7 @@ def test_faults_of_every_kind_come_in_the_order_they_were_scripted(twilio_sandbo
     # When
     outcomes = [outcome() for _ in range(4)]
     # Then
-    assert outcomes == ["Transient 503", "Transient None", "RateLimited 429", "queued"]
+    assert outcomes == ["Ambiguous 503", "Ambiguous None", "RateLimited 429", "queued"]  # Ambiguous is Transient
 
 
 def test_a_rotated_auth_token_is_auth_expired(twilio_sandbox):

@@ -14,7 +14,7 @@ import pytest
 from connectors import registry
 from core.outbox import Kind
 from core.store.tables import Booking, Conversation
-from sync.execute import execute
+from sync.runner import run_job as execute
 from sync.runtime import Runtime
 from tests.sync.test_scheduling import (CALENDAR, at, bookings, choose, conversation, live_events, make_runtime,
                                         offered, outbox_row, run, texts)

@@ -18,7 +18,7 @@ from core.config import Settings, load_tenants
 from core.outbox import Kind, Pending
 from core.store.repo import lead_for
 from core.store.tables import Booking, Conversation, Message, OutboxRow
-from sync.execute import execute
+from sync.runner import run_job as execute
 from sync.runtime import Runtime
 from tests.webhooks.conftest import CALENDAR, CALLER, tenant_yaml
 

@@ -91,7 +91,7 @@ class World:
 
 
 @contextlib.contextmanager
-def world(*, stack: SandboxStack, db, tmp_path, monkeypatch, **tenant_overrides):
+def world(*, stack: SandboxStack, db, tmp_path, monkeypatch, connector_factory=None, **tenant_overrides):
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     tenant = tenant_yaml(stack)
@@ -104,7 +104,8 @@ def world(*, stack: SandboxStack, db, tmp_path, monkeypatch, **tenant_overrides)
     path.write_text(yaml.safe_dump({"tenants": [tenant]}, sort_keys=False))
     clock = Clock()
     tenants = load_tenants(path, validate_connector=validate_connector)
-    with Embedded(db=db, tenants=tenants, clock=clock, relay_interval=3600) as textback, \
+    factory = {"connector_factory": connector_factory} if connector_factory else {}
+    with Embedded(db=db, tenants=tenants, clock=clock, relay_interval=3600, **factory) as textback, \
             httpx.Client(timeout=10) as http:
         phone = SandboxPhone(app_url=textback.url, auth_token=stack.auth_token, account_sid=stack.account_sid,
                              twilio=stack.twilio, http=http)

@@ -28,6 +28,8 @@ from sync.embedded import Embedded
 
 from .conftest import BUSINESS, CALENDAR, CALLER, miss_a_call, tenant_yaml, texts_to
 
+STAFF_PHONE = "+15550004444"
+
 runner = CliRunner()
 TEXTBACK = Path(sys.executable).with_name("textback")
 
@@ -156,9 +158,12 @@ def test_rotate_keys_moves_every_stored_token_to_the_newest_key(oauth_tenants, s
     assert TokenCipher([newest]).decrypt(blob) == tokens
 
 
-def test_a_revoked_google_connection_parks_the_slot_offer_and_a_reconnect_sends_it(oauth_tenants, sqlite_db, browser,
-                                                                                  stack):
+def test_a_revoked_google_connection_hands_the_caller_to_staff_at_once_and_a_reconnect_unparks_the_row(
+        oauth_tenants, sqlite_db, browser, stack):
     # Given: the calendar was connected, then the staff member removed textback's access in Google
+    raw = yaml.safe_load(oauth_tenants.read_text())
+    raw["tenants"][0]["handoff_to"] = [STAFF_PHONE]
+    oauth_tenants.write_text(yaml.safe_dump(raw, sort_keys=False))
     connect_calendar(sqlite_db, oauth_tenants, browser)
     for refresh_token in stack.google.oauth.refresh_tokens_of(CALENDAR):
         stack.google.oauth.revoke(refresh_token)
@@ -168,20 +173,23 @@ def test_a_revoked_google_connection_parks_the_slot_offer_and_a_reconnect_sends_
                              twilio=stack.twilio, http=http)
         # When: a caller answers the playbook's questions up to where slots are offered
         reach_the_slot_offer(phone, textback)
-        # Then: the offer waits, parked, and the connection says it needs re-auth
-        assert "1)" not in texts_to(stack)[-1]
+        # Then: the caller is not left waiting: a person will call; staff are told why; the row is parked
+        assert "will contact you to schedule" in texts_to(stack)[-1]
+        assert "re-authorising" in texts_to(stack, STAFF_PHONE)[-1]
         with sqlite_db.transaction() as session:
             parked = session.scalars(select(OutboxRow.kind).where(OutboxRow.status == "parked")).all()
             connection = connections.find(session, tenant_id="smith-law", role="calendar")
         assert parked == ["offer_slots"] and connection.status == "needs_reauth"
         # When: the admin connects the calendar again and the relay makes its next pass
+        texts_before = len(texts_to(stack))
         connected = connect_calendar(sqlite_db, oauth_tenants, browser)
         relay_pending(textback.runtime, textback.runtime.dispatcher, grace=timedelta(0))
         textback.drain()
-    # Then: nothing was dropped
-    assert connected.unparked == 1
-    offer = texts_to(stack)[-1]
-    assert "1)" in offer and "2)" in offer
+        with sqlite_db.transaction() as session:
+            statuses = session.scalars(select(OutboxRow.status).where(OutboxRow.kind == "offer_slots")).all()
+    # Then: the row ran again and is done, and the caller, already promised a call, is not texted again
+    assert connected.unparked == 1 and statuses == ["done"]
+    assert len(texts_to(stack)) == texts_before
 
 
 def test_a_consent_without_the_calendar_scope_parks_the_offer_and_flags_the_connection(oauth_tenants, sqlite_db,

@@ -81,7 +81,9 @@ def test_a_json_body_gets_415(textback):
     assert response.status_code == 415
 
 
-def test_health_reports_ok(textback):
-    response = httpx.get(textback.url + "/healthz")
+def test_health_says_the_process_is_alive_and_readiness_checks_the_database(textback):
+    health = httpx.get(textback.url + "/healthz")
+    ready = httpx.get(textback.url + "/readyz")
 
-    assert response.status_code == 200 and response.json() == {"status": "ok", "tenants": 1}
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "database": "ok", "tenants": 1}

@@ -1,0 +1,175 @@
+"""The generic job runner: claim → run the kind's step (prepare → one vendor call → record) → finish.
+
+How each end is recorded on the outbox row (the contract is in core/jobs.py):
+
+    done          the step finished; any earlier error is cleared
+    pending       Deferred: waits for not_before; or a retryable failure, with last_error, claim released
+    parked        AuthExpired: the tenant's connection needs re-auth (reconnecting unparks it)
+    failed        Rejected by the vendor, or a payload/tenant that cannot run
+    dead          retries exhausted (sync/actors.py) or claimed too often by workers that died (sync/relay.py)
+
+Any exception is retryable: a ConnectorError by its type, anything else as a bug that may pass
+(a dead lock, a flaky dependency); both end dead with their last error when retries run out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from pydantic import ValidationError
+from sqlalchemy import or_, update
+
+from connectors.base import AuthExpired, Rejected
+from core import appointments
+from core.config import Tenant
+from core.jobs import CALLER_WAITING, JobPayload, OutboxStatus, parse_payload
+from core.outbox import Deferred, Kind, Pending
+from core.store import connections
+from core.store.tables import OutboxRow
+from sync.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, Tenant, JobPayload, Pending], None]
+
+# Longer than any single job runs; a row claimed longer ago is free again (its worker died).
+CLAIM = timedelta(minutes=5)
+# Claims one row may take before it is dead: retries plus the workers that died holding it.
+MAX_ATTEMPTS = 15
+
+
+def handlers() -> dict[Kind, tuple[str, Handler]]:
+    """Each kind's step and the connector role it talks to (for flagging a connection that needs re-auth)."""
+    from sync import crm_push, messaging, scheduling
+
+    return {
+        Kind.send_sms: ("sms", messaging.send_sms),
+        Kind.followup: ("sms", messaging.send_followup),
+        Kind.notify_staff: ("sms", messaging.notify_staff),
+        Kind.crm_sync_lead: ("crm", crm_push.sync_lead),
+        Kind.crm_log_conversation: ("crm", crm_push.log_conversation),
+        Kind.crm_upsert_opportunity: ("crm", crm_push.upsert_opportunity),
+        Kind.crm_record_booking: ("crm", crm_push.record_booking),
+        Kind.offer_slots: ("calendar", scheduling.offer_slots),
+        Kind.book_slot: ("calendar", scheduling.book_slot),
+        Kind.reschedule_booking: ("calendar", scheduling.reschedule_booking),
+        Kind.cancel_booking: ("calendar", scheduling.cancel_booking),
+    }
+
+
+def run_job(runtime: Runtime, outbox_id: int) -> None:
+    """Run the row once. Raises what deserves a retry; records every other end on the row."""
+    claimed = _claim(runtime, outbox_id)
+    if claimed is None:
+        return  # done already, not due, or another worker is on it: a duplicate delivery is a no-op
+    kind, tenant_id, raw = claimed
+    tenant = runtime.tenants.get(tenant_id)
+    if tenant is None:
+        _finish(runtime, outbox_id, OutboxStatus.failed, f"tenant {tenant_id!r} is no longer configured")
+        return
+    try:
+        job = parse_payload(kind, raw)
+    except (ValidationError, KeyError) as exc:
+        _finish(runtime, outbox_id, OutboxStatus.failed, f"payload does not fit {kind}: {exc}")
+        return
+    role, handler = handlers()[kind]
+    pending = Pending()
+    try:
+        handler(runtime, tenant, job, pending)
+    except Deferred as exc:
+        _defer(runtime, outbox_id, exc)
+    except AuthExpired as exc:
+        _finish(runtime, outbox_id, OutboxStatus.parked, f"needs re-auth: {exc}")
+        with runtime.db.transaction() as session:
+            connections.mark_needs_reauth(session, tenant_id=tenant_id, role=role, reason=str(exc), now=runtime.now())
+        _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} connection needs re-authorising ({exc})")
+    except Rejected as exc:
+        _finish(runtime, outbox_id, OutboxStatus.failed, f"rejected: {exc}")
+        _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} refused the request ({exc})")
+    except Exception as exc:
+        _release(runtime, outbox_id, _describe(exc))
+        runtime.dispatch(pending.ids)  # what the step committed before it failed still goes out
+        raise
+    else:
+        _finish(runtime, outbox_id, OutboxStatus.done, None)
+    runtime.dispatch(pending.ids)
+
+
+def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:
+    """Retries are exhausted: the row stays visible for replay, with the last error; a waiting caller is told."""
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        if row is None or row.status != OutboxStatus.pending:
+            return
+        kind, tenant_id, raw, last = Kind(row.kind), row.tenant_id, dict(row.payload), row.last_error
+    error = f"{reason}; last error: {last}" if last else reason
+    _finish(runtime, outbox_id, OutboxStatus.dead, error)
+    tenant = runtime.tenants.get(tenant_id)
+    if tenant is not None:
+        _tell_waiting_caller(runtime, tenant, kind, parse_payload(kind, raw), error)
+
+
+def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
+    now = runtime.now()
+    with runtime.db.transaction() as session:
+        claimed = session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == outbox_id, OutboxRow.status == OutboxStatus.pending,
+                   or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now))
+            .values(claimed_until=now + CLAIM, attempts=OutboxRow.attempts + 1)
+        ).rowcount
+        if not claimed:
+            return None
+        row = session.get(OutboxRow, outbox_id)
+        if row.not_before is not None and row.not_before > now:
+            # Delivered early (a delayed message, a replay): leave it for the relay to send when due.
+            row.claimed_until, row.enqueued_at, row.attempts = None, None, row.attempts - 1
+            return None
+        try:
+            return Kind(row.kind), row.tenant_id, dict(row.payload)
+        except ValueError:
+            row.status, row.claimed_until, row.last_error = OutboxStatus.failed, None, f"unknown job kind {row.kind!r}"
+            return None
+
+
+def _tell_waiting_caller(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, reason: str) -> None:
+    """A step the caller waits on failed for good: the caller gets the handoff text, staff get the reason."""
+    conversation_id = getattr(job, "conversation_id", None)
+    if kind not in CALLER_WAITING or conversation_id is None:
+        return
+    pending = Pending()
+    with runtime.db.transaction() as session:
+        appointments.could_not_book(session, tenant=tenant, conversation_id=conversation_id, reason=reason,
+                                    now=runtime.now(), pending=pending)
+    runtime.dispatch(pending.ids)
+
+
+def _defer(runtime: Runtime, outbox_id: int, deferred: Deferred) -> None:
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        row.not_before, row.claimed_until, row.enqueued_at = deferred.until, None, None
+        row.attempts = max(row.attempts - 1, 0)  # waiting for the window is not a failed attempt
+        row.last_error = None
+    runtime.dispatch([outbox_id])
+
+
+def _finish(runtime: Runtime, outbox_id: int, status: OutboxStatus, error: str | None) -> None:
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        row.status, row.done_at, row.claimed_until, row.last_error = status, runtime.now(), None, error
+        kind = row.kind
+    if error:
+        log.warning("outbox %s (%s) %s: %s", outbox_id, kind, status, error)
+
+
+def _release(runtime: Runtime, outbox_id: int, error: str) -> None:
+    """Release the claim so the retry (or the relay) can run it; the retry is in the queue now."""
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        row.last_error, row.claimed_until, row.enqueued_at = error[:2000], None, runtime.now()
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
