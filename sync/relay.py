@@ -73,15 +73,16 @@ def mark_enqueued(runtime: Runtime, outbox_ids: list[int]) -> None:
 class RelayThread(threading.Thread):
     """Runs the relay every `interval` seconds until stopped (one per worker process is enough)."""
 
-    def __init__(self, runtime: Runtime, dispatcher: Dispatcher, *, interval: float = 5.0) -> None:
+    def __init__(self, runtime: Runtime, dispatcher: Dispatcher, *, interval: float = 5.0,
+                 grace: timedelta = timedelta(seconds=10)) -> None:
         super().__init__(name="outbox-relay", daemon=True)
-        self.runtime, self.dispatcher, self.interval = runtime, dispatcher, interval
+        self.runtime, self.dispatcher, self.interval, self.grace = runtime, dispatcher, interval, grace
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while True:  # a pass at start: a row left behind by a crash goes out now, not a period later
             try:
-                relay_pending(self.runtime, self.dispatcher)
+                relay_pending(self.runtime, self.dispatcher, grace=self.grace)
             except Exception as exc:  # the database or the broker is down: try again next period
                 log.warning("relay pass failed (%s: %s); trying again in %gs", type(exc).__name__, exc, self.interval)
             if self._stop_event.wait(self.interval):

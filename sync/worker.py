@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import dramatiq
 
@@ -21,14 +22,15 @@ class Worker:
     """The outbox worker and its relay; `start()` runs a relay pass at once, then every `relay_interval` s."""
 
     def __init__(self, runtime: Runtime, broker: dramatiq.Broker, *, threads: int = 8,
-                 relay_interval: float = 5.0, worker_timeout_ms: int = 1000) -> None:
+                 relay_interval: float = 5.0, relay_grace: timedelta = timedelta(seconds=10),
+                 worker_timeout_ms: int = 1000) -> None:
         self.runtime, self.broker = runtime, broker
         actors.bind(broker)
         actors.configure(runtime)
         if runtime.dispatcher is None:
             runtime.dispatcher = actors.DramatiqDispatcher(runtime)
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms)
-        self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval)
+        self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval, grace=relay_grace)
 
     def start(self) -> "Worker":
         self.worker.start()

@@ -56,25 +56,30 @@ def _require_bearer(authorization: str | None) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+def _key_matches(tenant: Tenant, authorization: str) -> bool:
+    return tenant.api_key_sha256 is not None and hmac.compare_digest(hash_key(authorization[7:].strip()),
+                                                                     tenant.api_key_sha256)
+
+
 def _authorise(tenant: Tenant, authorization: str | None) -> None:
     _require_bearer(authorization)
-    if tenant.api_key_sha256 is None or not hmac.compare_digest(hash_key(authorization[7:].strip()),
-                                                                  tenant.api_key_sha256):
+    if not _key_matches(tenant, authorization):
         raise HTTPException(403, "this API key is not valid for the tenant that owns the number")
 
 
 @router.post("/missed-calls", response_model=MissedCallResult, status_code=202,
-             responses={401: {"description": "no API key"}, 403: {"description": "wrong API key"},
-                        404: {"description": "no tenant owns `called`"}})
+             responses={401: {"description": "no API key"},
+                        403: {"description": "the key is not valid for `called` (whoever owns it)"}})
 async def report_missed_call(report: MissedCallReport, request: Request,
                              authorization: str | None = Header(None)) -> MissedCallResult:
     """Report a missed call from another phone system; the same policy and dedupe as Twilio calls apply."""
     runtime: Runtime = request.app.state.runtime
-    _require_bearer(authorization)  # before any lookup: no probing which numbers are customers
+    # The key names the tenant before the number is looked at, so nobody can probe which numbers are
+    # customers: no key is 401, and a key that is not valid for `called` is 403 whether anyone owns it or not.
+    _require_bearer(authorization)
     tenant = runtime.tenants.by_number(report.called)
-    if tenant is None:
-        raise HTTPException(404, f"no tenant owns the number {report.called}")
-    _authorise(tenant, authorization)
+    if tenant is None or not _key_matches(tenant, authorization):
+        raise HTTPException(403, "this API key is not valid for the number in `called`")
     if report.occurred_at.tzinfo is None:
         raise HTTPException(422, "occurred_at needs a UTC offset, e.g. 2026-11-27T14:03:00-05:00")
 
@@ -105,9 +110,9 @@ async def takeover(conversation_id: int, request: Request, authorization: str | 
         with runtime.db.transaction() as session:
             conversation = session.get(Conversation, conversation_id)
             tenant = runtime.tenants.get(conversation.tenant_id) if conversation else None
-            if conversation is None or tenant is None:
-                raise HTTPException(404, f"no conversation {conversation_id}")
-            _authorise(tenant, authorization)
+            if conversation is None or tenant is None or not _key_matches(tenant, authorization):
+                # Another tenant's conversation looks exactly like one that does not exist.
+                raise HTTPException(404, f"no conversation {conversation_id} for this API key")
             handoff.take_over(session, conversation=conversation, by=by, now=runtime.now(), pending=pending)
         runtime.dispatch(pending.ids)
         return TakeoverResult(conversation_id=conversation_id, paused=True)

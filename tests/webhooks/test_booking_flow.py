@@ -149,3 +149,56 @@ def test_an_opt_out_confirmation_tells_a_booked_caller_how_to_cancel_the_appoint
     assert confirmation.startswith("You're unsubscribed from Smith & Lee Law texts")
     assert "is still booked; to cancel it, call" in confirmation
     assert [b.status for b in bookings(textback)] == ["confirmed"] and len(live_events(stack)) == 1
+
+
+class CountingCRM:
+    """The real HubSpot connector, counting the contact writes that reach it."""
+
+    def __init__(self, crm) -> None:
+        self.crm, self.contact_upserts = crm, 0
+
+    def upsert_contact(self, contact, *, existing_id=None):
+        self.contact_upserts += 1
+        return self.crm.upsert_contact(contact, existing_id=existing_id)
+
+    def __getattr__(self, name):
+        return getattr(self.crm, name)
+
+
+def test_one_booked_lead_writes_its_crm_contact_once_and_the_booking_side_in_one_job(sqlite_db, tenants_path, stack):
+    from connectors import registry
+    from connectors.registry import validate_connector
+    from core.config import load_tenants
+    from core.store.tables import OutboxRow
+    from sandbox.phone import SandboxPhone
+    from sync.embedded import Embedded
+    import httpx
+
+    counted: list[CountingCRM] = []
+
+    def factory(config, **injected):
+        built = registry.build(config, **injected)
+        if config.type == "hubspot":
+            counted.append(CountingCRM(built))
+            return counted[-1]
+        return built
+
+    tenants = load_tenants(tenants_path, validate_connector=validate_connector)
+    with Embedded(db=sqlite_db, tenants=tenants, connector_factory=factory) as textback, \
+            httpx.Client(timeout=10) as http:
+        phone = SandboxPhone(app_url=textback.url, auth_token=stack.auth_token, account_sid=stack.account_sid,
+                             twilio=stack.twilio, http=http)
+        # Given / When: a caller is texted back, qualifies and books
+        offered_times(phone, textback, stack)
+        say(phone, textback, "1")
+        with textback.runtime.db.transaction() as s:
+            kinds = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.kind.like("crm_%"))))
+            unfinished = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.status != "done",
+                                                                     OutboxRow.kind != "followup")))
+    # Then: one contact write, one CRM job for the booking, every row done; HubSpot has it all once
+    assert [c.contact_upserts for c in counted] == [1]
+    assert sorted(kinds) == ["crm_record_booking", "crm_sync_lead"]
+    assert unfinished == []
+    assert len(stack.hubspot.objects("contacts")) == 1
+    assert len(stack.hubspot.objects("deals")) == 1 and len(stack.hubspot.objects("meetings")) == 1
+    assert len(stack.hubspot.objects("notes")) == 1  # the transcript

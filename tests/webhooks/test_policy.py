@@ -19,6 +19,8 @@ from tests.webhooks.policy_support import world
 
 LA_CALLER = "+13105550123"  # phonenumbers places 310 in America/Los_Angeles
 LA, NY = ZoneInfo("America/Los_Angeles"), ZoneInfo("America/New_York")
+# The clock is injected everywhere, rows included: the time-driven rules hold on any date, not only today's.
+ANY_YEAR = pytest.mark.parametrize("year", [2026, 2041])
 
 
 @pytest.fixture
@@ -122,9 +124,10 @@ def test_a_landline_found_by_lookup_is_not_texted_and_the_reason_is_recorded(mak
         assert w.lead().line_type == "landline"
 
 
-def test_with_a_delay_the_text_waits_and_is_cancelled_if_the_caller_gets_through_meanwhile(make_world):
+@ANY_YEAR
+def test_with_a_delay_the_text_waits_and_is_cancelled_if_the_caller_gets_through_meanwhile(make_world, year):
     with make_world(missed_call={"delay_seconds": 90}) as w:
-        w.clock.set(datetime(2026, 12, 1, 10, 0, tzinfo=NY))
+        w.clock.set(datetime(year, 12, 1, 10, 0, tzinfo=NY))
         w.miss(sid="CA" + "1" * 32)
         assert w.texts() == []
 
@@ -136,9 +139,10 @@ def test_with_a_delay_the_text_waits_and_is_cancelled_if_the_caller_gets_through
         assert w.skip_reasons() == ["answered_meanwhile", None]
 
 
-def test_with_a_delay_and_no_callback_the_text_goes_out_after_the_delay(make_world):
+@ANY_YEAR
+def test_with_a_delay_and_no_callback_the_text_goes_out_after_the_delay(make_world, year):
     with make_world(missed_call={"delay_seconds": 90}) as w:
-        w.clock.set(datetime(2026, 12, 1, 10, 0, tzinfo=NY))
+        w.clock.set(datetime(year, 12, 1, 10, 0, tzinfo=NY))
         w.miss()
         w.later(seconds=89)
         assert w.texts() == []
@@ -148,9 +152,10 @@ def test_with_a_delay_and_no_callback_the_text_goes_out_after_the_delay(make_wor
         assert len(w.texts()) == 1
 
 
-def test_at_half_past_ten_caller_local_the_first_reply_goes_out_and_the_follow_up_waits_for_eight(make_world):
+@ANY_YEAR
+def test_at_half_past_ten_caller_local_the_first_reply_goes_out_and_the_follow_up_waits_for_eight(make_world, year):
     with make_world(followups={"max": 1, "after_hours": 1}) as w:
-        w.clock.set(datetime(2026, 12, 1, 22, 30, tzinfo=LA))
+        w.clock.set(datetime(year, 12, 1, 22, 30, tzinfo=LA))
 
         w.miss(caller=LA_CALLER)
         assert len(w.texts(LA_CALLER)) == 1
@@ -158,16 +163,17 @@ def test_at_half_past_ten_caller_local_the_first_reply_goes_out_and_the_follow_u
         w.later(hours=1, minutes=1)  # the follow-up is due at 23:30 local: too late
         assert len(w.texts(LA_CALLER)) == 1
         [deferred] = [r for r in w.rows("send_sms") if r.status == "pending"]
-        assert deferred.not_before.astimezone(LA) == datetime(2026, 12, 2, 8, 0, tzinfo=LA)
+        assert deferred.not_before.astimezone(LA) == datetime(year, 12, 2, 8, 0, tzinfo=LA)
 
         w.later(hours=8, minutes=30)  # 08:01 local
         texts = w.texts(LA_CALLER)
         assert len(texts) == 2 and texts[1].startswith("Hi again from Smith & Lee Law")
 
 
-def test_when_the_tenant_does_not_allow_it_even_the_first_reply_waits_for_the_window(make_world):
+@ANY_YEAR
+def test_when_the_tenant_does_not_allow_it_even_the_first_reply_waits_for_the_window(make_world, year):
     with make_world(quiet_hours={"first_reply_anytime": False}) as w:
-        w.clock.set(datetime(2026, 12, 1, 22, 30, tzinfo=LA))
+        w.clock.set(datetime(year, 12, 1, 22, 30, tzinfo=LA))
 
         w.miss(caller=LA_CALLER)
         assert w.texts(LA_CALLER) == []
