@@ -150,37 +150,69 @@ def worker(threads: int = typer.Option(8, help="worker threads in this process")
                echo=typer.echo)
 
 
+def _statuses(values: list[str]) -> tuple:
+    from core.jobs import OutboxStatus
+
+    known = [status.value for status in OutboxStatus]
+    bad = [value for value in values if value not in known]
+    if bad:
+        raise typer.BadParameter(f"{', '.join(bad)} is not a status; use one of {', '.join(known)}",
+                                 param_hint="--status")
+    return tuple(OutboxStatus(value) for value in values)
+
+
 @outbox_app.command("list")
-def outbox_list(status: str = typer.Option("dead", help="pending | done | failed | dead | parked")) -> None:
-    """List outbox rows in a status (dead letters by default)."""
-    from sqlalchemy import select
-
+def outbox_list(
+    status: list[str] = typer.Option(["failed", "dead", "parked"], "--status", "-s",
+                                     help="pending | done | failed | dead | parked (repeatable)"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="only this tenant's rows"),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="only this job kind, e.g. send_sms"),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, help="show at most this many (oldest first)"),
+) -> None:
+    """List outbox rows: failed, dead and parked by default, with tenant, kind, age, attempts and error."""
     from core.store.db import Database
-    from core.store.tables import OutboxRow
+    from core.store.outbox_admin import RowFilter, human_age, list_rows
 
-    db = Database(Settings().database_url)
+    settings = Settings()
+    db = Database(settings.database_url)
     with db.transaction() as session:
-        rows = session.scalars(select(OutboxRow).where(OutboxRow.status == status).order_by(OutboxRow.id)).all()
-        for row in rows:
-            typer.echo(f"{row.id}\t{row.tenant_id}\t{row.kind}\tattempts={row.attempts}\t{row.last_error or ''}")
-    typer.echo(f"{len(rows)} {status} row(s)")
+        views, total = list_rows(session, RowFilter(statuses=_statuses(status), tenant_id=tenant, kind=kind),
+                                 now=db.clock(), limit=limit)
+    if views:
+        typer.echo(f"{'id':>6}  {'tenant':<20} {'kind':<22} {'status':<8} {'age':>5} {'tries':>5}  error")
+    for view in views:
+        error = " ".join(view.error.split())
+        typer.echo(f"{view.id:>6}  {view.tenant_id:<20} {view.kind:<22} {view.status:<8} "
+                   f"{human_age(view.age):>5} {view.attempts:>5}  {error[:160]}")
+    shown = f" (showing the oldest {len(views)})" if total > len(views) else ""
+    typer.echo(f"{total} {'/'.join(status)} row(s){shown}")
 
 
 @outbox_app.command("replay")
-def outbox_replay(status: str = typer.Option("dead", help="replay rows in this status (dead, failed or parked)")) -> None:
-    """Put dead/failed/parked rows back to pending; the next relay pass (or worker start) enqueues them."""
-    from sqlalchemy import update
-
+def outbox_replay(
+    row_id: list[int] = typer.Option([], "--id", help="replay this row (repeatable)"),
+    status: list[str] = typer.Option(["dead"], "--status", "-s", help="failed | dead | parked (repeatable)"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="only this tenant's rows"),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="only this job kind"),
+    every: bool = typer.Option(False, "--all", help="replay every matching row of every tenant"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be replayed, change nothing"),
+) -> None:
+    """Put failed/dead/parked rows back to pending; the next relay pass (within seconds) enqueues them."""
     from core.store.db import Database
-    from core.store.tables import OutboxRow
+    from core.store.outbox_admin import REPLAYABLE, RowFilter, replay
 
-    if status not in {"dead", "failed", "parked"}:
-        raise typer.BadParameter("only dead, failed or parked rows can be replayed")
+    statuses = _statuses(status)
+    if not set(statuses) <= REPLAYABLE:
+        raise typer.BadParameter("only failed, dead or parked rows can be replayed", param_hint="--status")
+    if not (row_id or tenant or every):
+        raise typer.BadParameter("say which rows: --id N, --tenant T, or --all (try --dry-run first)")
     db = Database(Settings().database_url)
     with db.transaction() as session:
-        count = session.execute(update(OutboxRow).where(OutboxRow.status == status).values(
-            status="pending", attempts=0, enqueued_at=None, claimed_until=None)).rowcount
-    typer.echo(f"{count} row(s) set back to pending")
+        ids = replay(session, RowFilter(statuses=statuses, tenant_id=tenant, kind=kind, ids=tuple(row_id)),
+                     dry_run=dry_run)
+    listed = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+    verb = "would be set" if dry_run else "set"
+    typer.echo(f"{len(ids)} row(s) {verb} back to pending{': ' + listed if ids else ''}")
 
 
 @app.command("apikey")
