@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import httpx
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -135,6 +135,10 @@ class TwilioSMS:
             raise self._error(exc.status, f"Twilio {exc.code}: {exc.msg}", exc.code) from exc
         except TwilioServiceException as exc:
             raise self._error(exc.status, f"Twilio {exc.code}: {exc.detail or exc.title}", exc.code) from exc
+        except TwilioException as exc:  # a list page that failed: ("Unable to fetch page", response)
+            response = exc.args[1] if len(exc.args) > 1 else None
+            status = getattr(response, "status_code", 502)
+            raise self._error(status, f"Twilio: {exc.args[0]} (HTTP {status})", None) from exc
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Transient(f"Twilio unreachable: {exc!r}") from exc  # the request never left: nothing happened
         except httpx.HTTPError as exc:

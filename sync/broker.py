@@ -1,6 +1,6 @@
 """Which Dramatiq broker carries the outbox: Redis in production, RabbitMQ optionally, in-memory for the demo.
 
-    redis://host:6379/0   RedisBroker (the default)
+    redis://host:6379/0   WakingRedisBroker (the default: Dramatiq's RedisBroker, consumers woken on enqueue)
     amqp://user:pw@host   RabbitmqBroker (needs `pika`)
     stub://               StubBroker, in-process (demo, embedded single box)
 """
@@ -15,9 +15,9 @@ def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith("stub:"):
         return StubBroker()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from dramatiq.brokers.redis import RedisBroker
+        from sync.redis_broker import WakingRedisBroker
 
-        return RedisBroker(url=url)
+        return WakingRedisBroker(url=url)
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -34,3 +34,4 @@ def ping_for(broker: dramatiq.Broker):
     if connection is not None and hasattr(broker, "channel"):
         return lambda: broker.channel
     return None
+

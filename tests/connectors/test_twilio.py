@@ -123,6 +123,14 @@ def test_a_server_error_is_transient(sms, twilio, caller, status):
     assert raised.value.status == status
 
 
+@pytest.mark.parametrize("status, error", [(503, Transient), (429, RateLimited)])
+def test_a_failed_lookup_of_sent_messages_is_a_connector_error(sms, twilio, caller, status, error):
+    twilio.faults.fail_next("/2010-04-01", status=status, retry_after=3)
+    with pytest.raises(error) as raised:
+        sms.find_sent(OutboundSMS(to=caller, from_=OUR_NUMBER, body="hi"))
+    assert raised.value.status == status
+
+
 def test_an_unreachable_twilio_is_transient(make_sms, caller):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

@@ -1,0 +1,352 @@
+"""Speed to first text under load: signed dial-complete webhooks at fixed arrival rates → the SMS at Twilio.
+
+Starts what production runs (`textback serve` + `textback worker` as their own processes, a private
+redis-server, the sandbox Twilio in its own process), then for each store (SQLite, PostgreSQL) and each
+rate sends signed `POST /twilio/voice/dial-complete` webhooks open loop — request i leaves at
+t0 + i/rate whatever the answers — from distinct callers, and measures, per caller, the time from the
+request's scheduled departure to the Messages-create arriving at the sandbox. The floor (a bare signed
+POST to the sandbox's Messages endpoint, the one round trip nothing can avoid) is measured in the same run
+and every figure is printed with its ratio to it. Run:
+
+    .venv/bin/python -m bench.first_text                       # 25, 50, 100, 200/s × 30 s, both stores
+    .venv/bin/python -m bench.first_text --rates 100 --seconds 10 --stores postgres
+
+Results are appended to bench/RESULTS.md; the last line reads
+`first_text: p99 at R/s = X ms (floor Y ms, ratio Z), M missing, D duplicates` for the highest rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BUSINESS, STAFF = "+15550001111", "+15550002222"
+PG_ADMIN_URL = os.environ.get("TEXTBACK_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until(check, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+
+
+@dataclass
+class Services:
+    redis_url: str
+    sink_url: str
+    account_sid: str
+    auth_token: str
+    procs: list[subprocess.Popen]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def shared_services(workdir: Path):
+    """A private redis-server and the sandbox Twilio, for the whole run."""
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    sink = subprocess.Popen([sys.executable, "-m", "bench.twilio_sink"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        facts = json.loads(sink.stdout.readline())
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(redis_port), "ping"], capture_output=True,
+                                          text=True).stdout.strip() == "PONG", timeout=10, what="redis-server")
+        yield Services(redis_url=f"redis://127.0.0.1:{redis_port}/0", sink_url=facts["url"],
+                       account_sid=facts["account_sid"], auth_token=facts["auth_token"], procs=[sink, redis])
+    finally:
+        for proc in (sink, redis):
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def database(store: str, workdir: Path):
+    if store == "sqlite":
+        yield f"sqlite:///{workdir / f'bench-{secrets.token_hex(3)}.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    name = "textback_bench_" + secrets.token_hex(4)
+    admin = create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def textback(services: Services, database_url: str, workdir: Path, *, threads: int):
+    """`textback serve` and `textback worker`, as two processes, on one tenant texting through the sandbox."""
+    port = free_port()
+    tenants = workdir / "tenants.yaml"
+    tenants.write_text(yaml.safe_dump({"tenants": [{
+        "id": "bench-law", "name": "Bench & Co Law", "vertical": "law", "timezone": "America/New_York",
+        "phone_numbers": [BUSINESS], "forward_to": [STAFF],
+        "missed_call": {"mode": "dial", "ring_seconds": 18, "cooldown_hours": 24},
+        "hours": {day: "00:00-23:59" for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+        "connectors": {"sms": {"type": "twilio", "account_sid": services.account_sid,
+                               "auth_token": "env:TWILIO_AUTH_TOKEN", "base_url": services.sink_url}},
+    }]}, sort_keys=False))
+    env = {**os.environ, "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_REDIS_URL": services.redis_url,
+           "TEXTBACK_CONFIG": str(tenants), "TEXTBACK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "TWILIO_AUTH_TOKEN": services.auth_token}
+    subprocess.run(["redis-cli", "-u", services.redis_url, "flushdb"], check=True, capture_output=True)
+    subprocess.run([BIN / "textback", "db", "upgrade"], env=env, check=True, capture_output=True, cwd=workdir)
+    logs = (workdir / "serve.log").open("ab"), (workdir / "worker.log").open("ab")
+    web = subprocess.Popen([BIN / "textback", "serve", "--port", str(port)], env=env, cwd=workdir,
+                           stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([BIN / "textback", "worker", "--threads", str(threads)], env=env, cwd=workdir,
+                              stdout=logs[1], stderr=subprocess.STDOUT)
+    procs = [web, worker]
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, timeout=30,
+                   what="textback serve")
+        time.sleep(1.0)  # the worker's consumers and relay start
+        yield f"http://127.0.0.1:{port}", web.pid, worker.pid
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+class Caller:
+    counter = 0
+
+    @classmethod
+    def next(cls) -> str:
+        cls.counter += 1
+        return f"+1555{cls.counter:07d}"
+
+
+def signed_dial_complete(app_url: str, auth_token: str, account_sid: str, caller: str) -> tuple[bytes, dict]:
+    url = app_url + "/twilio/voice/dial-complete"
+    params = {"AccountSid": account_sid, "CallSid": "CA" + secrets.token_hex(16), "From": caller, "To": BUSINESS,
+              "Direction": "inbound", "CallStatus": "in-progress", "DialCallStatus": "no-answer",
+              "DialCallSid": "CA" + secrets.token_hex(16), "DialCallDuration": "0"}
+    signature = RequestValidator(auth_token).compute_signature(url, params)
+    return (httpx.QueryParams(params).__str__().encode(),
+            {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
+
+
+async def offer(url: str, requests: list[tuple[bytes, dict]], rate: float) -> tuple[list[int], list[tuple[int, int]], float]:
+    """Send request i at t0 + i/rate (open loop). Returns scheduled departure ns, (status, response ns), lag."""
+    limits = httpx.Limits(max_connections=4000, max_keepalive_connections=4000)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        scheduled: list[int] = []
+        answers: list[tuple[int, int]] = [(0, 0)] * len(requests)
+        max_lag = 0.0
+
+        async def fire(i: int, body: bytes, headers: dict) -> None:
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                answers[i] = (response.status_code, time.monotonic_ns())
+            except httpx.HTTPError:
+                answers[i] = (-1, time.monotonic_ns())
+
+        tasks = []
+        t0 = time.monotonic_ns() + 50_000_000
+        for i, (body, headers) in enumerate(requests):
+            due = t0 + int(i * 1e9 / rate)
+            delay = (due - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            max_lag = max(max_lag, (time.monotonic_ns() - due) / 1e6)
+            scheduled.append(due)
+            tasks.append(asyncio.create_task(fire(i, body, headers)))
+        await asyncio.gather(*tasks)
+        return scheduled, answers, max_lag
+
+
+def arrivals(services: Services) -> list[tuple[str, str, int]]:
+    return [tuple(item) for item in httpx.get(services.sink_url + "/_bench/arrivals", timeout=30).json()]
+
+
+def floor(services: Services, count: int = 300) -> dict:
+    """A bare signed POST to the sandbox Messages endpoint: the round trip any first text needs."""
+    url = f"{services.sink_url}/2010-04-01/Accounts/{services.account_sid}/Messages.json"
+    times = []
+    with httpx.Client(auth=(services.account_sid, services.auth_token)) as http:
+        for i in range(count):
+            started = time.perf_counter()
+            http.post(url, data={"To": f"+1666{i:07d}", "From": BUSINESS, "Body": "floor"}).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    httpx.post(services.sink_url + "/_bench/reset")
+    return {"p50": percentile(times, 50), "p99": percentile(times, 99)}
+
+
+def run_rate(services: Services, app_url: str, pids: tuple[int, int], rate: float, seconds: float,
+             drain: float) -> dict:
+    httpx.post(services.sink_url + "/_bench/reset")
+    callers = [Caller.next() for _ in range(int(rate * seconds))]
+    requests = [signed_dial_complete(app_url, services.auth_token, services.account_sid, c) for c in callers]
+    cpu_before = [cpu_seconds(pid) for pid in pids]
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    wall_start = time.monotonic()
+    scheduled, answers, lag = asyncio.run(offer(app_url + "/twilio/voice/dial-complete", requests, rate))
+    sent_wall = time.monotonic() - wall_start
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    deadline = time.monotonic() + drain
+    wanted = set(callers)
+    while True:
+        seen = arrivals(services)
+        if wanted <= {to for to, _, _ in seen} or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    time.sleep(0.5)  # let any duplicate land before counting
+    seen = arrivals(services)
+    wall = time.monotonic() - wall_start
+    cpu_after = [cpu_seconds(pid) for pid in pids]
+
+    first: dict[str, int] = {}
+    copies = collections.Counter((to, body) for to, body, _ in seen)
+    for to, _, at in seen:
+        first[to] = min(at, first.get(to, at))
+    latencies = [(first[c] - due) / 1e6 for c, due in zip(callers, scheduled) if c in first]
+    responses = [(at - due) / 1e6 for (status, at), due in zip(answers, scheduled) if at]
+    statuses = collections.Counter(status for status, _ in answers)
+    generator_cpu = (self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime)
+    return {
+        "rate": rate, "sent": len(callers), "achieved": len(callers) / (sent_wall or 1),
+        "p50": percentile(latencies, 50), "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
+        "max": max(latencies, default=float("nan")), "response_p99": percentile(responses, 99),
+        "missing": len(wanted - set(first)), "duplicates": sum(n - 1 for n in copies.values() if n > 1),
+        "statuses": dict(statuses), "generator_cpu_share": generator_cpu / (sent_wall * (os.cpu_count() or 1)),
+        "web_cpu": (cpu_after[0] - cpu_before[0]) / wall, "worker_cpu": (cpu_after[1] - cpu_before[1]) / wall,
+        "generator_lag_ms": lag,
+    }
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} vCPU ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def record(results: dict[str, list[dict]], floor_ms: dict, command: str, note: str) -> str:
+    lines = [f"\n### first_text run of {datetime.date.today().isoformat()}{' — ' + note if note else ''}\n",
+             f"Machine: {machine()}. Command: `{command}`. Floor (bare POST to the sandbox Messages endpoint): "
+             f"p50 {floor_ms['p50']:.1f} ms, p99 {floor_ms['p99']:.1f} ms.\n",
+             "| store | rate/s | achieved/s | p50 | p90 | p99 (× floor p50) | max | webhook resp p99 | missing | dup | "
+             "non-200 | web CPU | worker CPU | generator CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for store, runs in results.items():
+        for r in runs:
+            non_200 = sum(n for status, n in r["statuses"].items() if status != 200)
+            lines.append(
+                f"| {store} | {r['rate']:g} | {r['achieved']:.0f} | {r['p50']:.0f} ms | {r['p90']:.0f} ms | "
+                f"{r['p99']:.0f} ms ({r['p99'] / floor_ms['p50']:.1f}×) | {r['max']:.0f} ms | "
+                f"{r['response_p99']:.0f} ms | {r['missing']} | {r['duplicates']} | {non_200} | "
+                f"{r['web_cpu']:.0%} | {r['worker_cpu']:.0%} | {r['generator_cpu_share']:.0%} |")
+    store, runs = list(results.items())[-1]
+    top = max(runs, key=lambda r: r["rate"])
+    last = (f"first_text: p99 at {top['rate']:g}/s = {top['p99']:.0f} ms (floor {floor_ms['p50']:.1f} ms, ratio "
+            f"{top['p99'] / floor_ms['p50']:.1f}), {top['missing']} missing, {top['duplicates']} duplicates")
+    lines += ["", f"`{last}` ({store})", ""]
+    with (ROOT / "bench" / "RESULTS.md").open("a") as results_file:
+        results_file.write("\n".join(lines))
+    return last
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="25,50,100,200", help="missed calls per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30, help="length of each rate's run")
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads (textback worker --threads)")
+    parser.add_argument("--drain", type=float, default=15, help="seconds to wait for the last texts")
+    parser.add_argument("--note", default="", help="a few words for the results heading")
+    args = parser.parse_args()
+    rates = [float(rate) for rate in args.rates.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="textback-bench-"))
+    results: dict[str, list[dict]] = {}
+    try:
+        with shared_services(workdir) as services:
+            floor_ms = floor(services)
+            print(f"floor: p50 {floor_ms['p50']:.1f} ms, p99 {floor_ms['p99']:.1f} ms", flush=True)
+            for store in args.stores.split(","):
+                with database(store, workdir) as url, textback(services, url, workdir, threads=args.threads) as (
+                        app_url, web_pid, worker_pid):
+                    run_rate(services, app_url, (web_pid, worker_pid), 5, 2, args.drain)  # warm-up, not recorded
+                    for rate in rates:
+                        result = run_rate(services, app_url, (web_pid, worker_pid), rate, args.seconds, args.drain)
+                        results.setdefault(store, []).append(result)
+                        print(f"{store} {rate:g}/s: p50 {result['p50']:.0f} ms p99 {result['p99']:.0f} ms "
+                              f"(×{result['p99'] / floor_ms['p50']:.1f}) resp p99 {result['response_p99']:.0f} ms, "
+                              f"{result['missing']} missing, {result['duplicates']} dup, {result['statuses']}, "
+                              f"web {result['web_cpu']:.0%} worker {result['worker_cpu']:.0%} "
+                              f"gen {result['generator_cpu_share']:.0%} lag {result['generator_lag_ms']:.0f} ms",
+                              flush=True)
+        command = "python -m bench.first_text " + " ".join(sys.argv[1:])
+        print(record(results, floor_ms, command.strip(), args.note))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Dramatiq's RedisBroker, with idle consumers woken by each enqueue instead of polling with back-off.
+
+Dramatiq's Redis consumer sleeps between empty fetches, doubling the sleep up to the worker timeout
+(1 s here), so a text queued on a quiet worker waited up to a second before anything fetched it. Here
+every enqueue also pushes a token on a per-queue wake list, and a consumer that found its queue empty
+blocks on that list (BLPOP) for up to the worker timeout (at most 1 s), then fetches again. A token taken by a process
+that then finds nothing is harmless (it fetches, finds nothing, waits again); tokens nobody waits for are
+trimmed. Messages themselves are stored, fetched, acked, requeued and recovered exactly as Dramatiq's own
+Redis broker does it: only the wait between fetches changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+WAKE_BACKLOG = 1000  # tokens kept for consumers that are busy or not yet started
+MIN_WAIT_MS, MAX_WAIT_MS = 10, 1000  # BLPOP's wait: no busy loop on a tiny worker timeout, and always well
+# under the client's socket timeout (a BLPOP outliving it is a TimeoutError that restarts the consumer)
+FULL_PAUSE_S = 0.002  # every prefetched message is still running: a worker thread frees up soon
+
+
+class WakingConsumer(_RedisConsumer):
+    def __next__(self) -> MessageProxy | None:
+        try:
+            if not self.message_cache:
+                if self.outstanding_message_count >= self.prefetch:
+                    time.sleep(FULL_PAUSE_S)
+                    return None
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count)
+                if not self.message_cache:
+                    wait_ms = min(max(self.timeout, MIN_WAIT_MS), MAX_WAIT_MS)
+                    with contextlib.suppress(redis.TimeoutError):
+                        self.broker.client.blpop([self.broker.wake_key(self.queue_name)], timeout=wait_ms / 1000)
+                    return None  # the consumer thread handles its delayed messages, then fetches again
+            message = Message.decode(self.message_cache.pop(0))
+            self.queued_message_ids.add(message.message_id)
+            return MessageProxy(message)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
+
+
+class WakingRedisBroker(RedisBroker):
+    @property
+    def consumer_class(self):
+        return WakingConsumer
+
+    def wake_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:{queue_name}.wake"
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        enqueued = super().enqueue(message, delay=delay)
+        if delay is None:  # delayed messages sit in the delay queue; its consumer polls on its own timeout
+            key = self.wake_key(enqueued.queue_name)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, 1)
+                pipe.ltrim(key, 0, WAKE_BACKLOG - 1)
+                pipe.execute()
+        return enqueued
