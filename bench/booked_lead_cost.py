@@ -78,8 +78,10 @@ def main() -> None:
                                  twilio=stack.twilio, http=http)
             sid = "CA" + "1" * 32
             phone.ring(call_sid=sid, caller=CALLER, to=BUSINESS)
+            before = commits
             phone.dial_complete(call_sid=sid, caller=CALLER, to=BUSINESS, dial_status="no-answer")
             textback.drain()
+            first_text = commits - before
             for reply in REPLIES:
                 phone.text(caller=CALLER, to=BUSINESS, body=reply)
                 textback.drain()
@@ -90,6 +92,7 @@ def main() -> None:
     for kind, count in sorted(kinds.items()):
         print(f"  {kind:<24} {count}")
     print(f"booked: {booked}")
+    print(f"first text (dial-complete webhook + its jobs): {first_text} transactions")
     print(f"booked_lead_cost: {sum(kinds.values())} outbox rows, {commits} transactions, "
           f"{contact_upserts} contact upserts")
 

@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from core.store.tables import Conversation, Message, OutboxRow
@@ -41,16 +41,32 @@ class Deferred(Exception):
 
 
 class Dispatcher(Protocol):
-    def dispatch(self, outbox_ids: list[int]) -> None:
-        """Hand committed outbox rows to the job queue."""
+    def dispatch(self, outbox_ids: list[int], *, due: dict[int, datetime | None] | None = None) -> None:
+        """Hand committed outbox rows to the job queue (`due`: their not_before, when the caller knows it)."""
         ...
 
 
 class Pending:
-    """Collects the outbox rows one transaction writes, to dispatch after commit."""
+    """Collects the outbox rows one transaction writes, to dispatch after commit.
 
-    def __init__(self) -> None:
+    It knows when each row is due, so the dispatcher need not read them back. A job step's Pending also
+    names the job's own row (`job_row`): the step can mark it done in its last transaction
+    (`complete_job`), so the runner spends no transaction of its own on it.
+    """
+
+    def __init__(self, job_row: int | None = None) -> None:
         self.ids: list[int] = []
+        self.due: dict[int, datetime | None] = {}
+        self.job_row = job_row
+        self.completed = False  # the job's row was marked done, and that transaction committed
+
+    def complete_job(self, session: Session, now: datetime) -> None:
+        """Mark the job this step runs as done, in the caller's transaction (known only once it commits)."""
+        if self.job_row is None:
+            return
+        session.execute(update(OutboxRow).where(OutboxRow.id == self.job_row).values(
+            status="done", done_at=now, claimed_until=None, last_error=None))
+        event.listen(session, "after_commit", lambda _session: setattr(self, "completed", True), once=True)
 
     def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any],
             not_before: datetime | None = None) -> OutboxRow:
@@ -63,6 +79,7 @@ class Pending:
         session.add(row)
         session.flush()
         self.ids.append(row.id)
+        self.due[row.id] = not_before
         return row
 
 

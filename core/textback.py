@@ -133,8 +133,9 @@ def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pend
     start_conversation(session, tenant=tenant, lead_id=call.lead_id, business_number=call.to_number, call_id=call.id,
                        pending=pending, situation=situation, opens=opens, purpose="first",
                        not_before=now + timedelta(seconds=delay) if delay else None)
-    pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{call.lead_id}:call:{call.id}",
-                payload={"lead_id": call.lead_id})
+    if "crm" in tenant.connectors:  # no CRM, no job that would only find out there is none
+        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead,
+                    key=f"crm-lead:{call.lead_id}:call:{call.id}", payload={"lead_id": call.lead_id})
     return MissedCallOutcome(call.id, True, True, None)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import datetime
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -98,11 +99,13 @@ class DramatiqDispatcher:
         self.runtime = runtime
         self.delay_later_rows = delay_later_rows
 
-    def dispatch(self, outbox_ids: list[int]) -> None:
+    def dispatch(self, outbox_ids: list[int], *, due: dict[int, datetime | None] | None = None) -> None:
         from sync.relay import due_times, mark_enqueued
 
         now, sent = self.runtime.now(), []
-        for outbox_id, not_before in due_times(self.runtime, outbox_ids).items():
+        due = due if due is not None and set(outbox_ids) <= due.keys() else due_times(self.runtime, outbox_ids)
+        for outbox_id in outbox_ids:
+            not_before = due.get(outbox_id)
             delay_ms = int((not_before - now).total_seconds() * 1000) if not_before else 0
             if delay_ms > 0 and not self.delay_later_rows:
                 continue

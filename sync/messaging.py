@@ -64,6 +64,7 @@ def _send(runtime: Runtime, tenant: Tenant, provider: SMSProvider, job: SendSMSJ
 def _record_sent(runtime: Runtime, tenant: Tenant, job: SendSMSJob, sent, pending: Pending) -> None:
     with runtime.db.transaction() as session:
         sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=runtime.now(), pending=pending)
+        pending.complete_job(session, runtime.now())
 
 
 def send_followup(runtime: Runtime, tenant: Tenant, job: FollowupJob, pending: Pending) -> None:

@@ -75,7 +75,7 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         _finish(runtime, outbox_id, OutboxStatus.failed, f"payload does not fit {kind}: {exc}")
         return
     role, handler = handlers()[kind]
-    pending = Pending()
+    pending = Pending(job_row=outbox_id)
     try:
         handler(runtime, tenant, job, pending)
     except Deferred as exc:
@@ -90,11 +90,12 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} refused the request ({exc})")
     except Exception as exc:
         _release(runtime, outbox_id, _describe(exc))
-        runtime.dispatch(pending.ids)  # what the step committed before it failed still goes out
+        runtime.dispatch(pending)  # what the step committed before it failed still goes out
         raise
     else:
-        _finish(runtime, outbox_id, OutboxStatus.done, None)
-    runtime.dispatch(pending.ids)
+        if not pending.completed:  # the step did not mark it done in its own last transaction
+            _finish(runtime, outbox_id, OutboxStatus.done, None)
+    runtime.dispatch(pending)
 
 
 def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:
@@ -143,7 +144,7 @@ def _tell_waiting_caller(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobP
     with runtime.db.transaction() as session:
         appointments.could_not_book(session, tenant=tenant, conversation_id=conversation_id, reason=reason,
                                     now=runtime.now(), pending=pending)
-    runtime.dispatch(pending.ids)
+    runtime.dispatch(pending)
 
 
 def _defer(runtime: Runtime, outbox_id: int, deferred: Deferred) -> None:

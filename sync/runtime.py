@@ -13,7 +13,7 @@ from connectors import registry
 from connectors.base import CalendarConnector, CRMConnector, SMSProvider
 from connectors.oauth import TokenProvider, uses_oauth
 from core.config import Settings, Tenant, TenantDirectory, load_tenants
-from core.outbox import Dispatcher
+from core.outbox import Dispatcher, Pending
 from core.store.db import Database
 from sync.locks import RecordLocks
 
@@ -96,13 +96,15 @@ class Runtime:
             if close is not None:
                 close()
 
-    def dispatch(self, outbox_ids: list[int]) -> None:
-        """Hand committed rows to the queue. A broker that is down delays them, it loses nothing: the rows are
-        in the database and the relay enqueues them once the broker is back. So this never raises."""
+    def dispatch(self, rows: list[int] | Pending) -> None:
+        """Hand committed rows (ids, or the Pending that wrote them) to the queue. A broker that is down delays
+        them, it loses nothing: the rows are in the database and the relay enqueues them once the broker is
+        back. So this never raises."""
+        outbox_ids, due = (rows.ids, rows.due) if isinstance(rows, Pending) else (rows, None)
         if not outbox_ids or self.dispatcher is None:
             return
         try:
-            self.dispatcher.dispatch(outbox_ids)
+            self.dispatcher.dispatch(outbox_ids, due=due)
         except Exception as exc:
             self._broker_down(exc, len(outbox_ids))
         else:

@@ -90,7 +90,7 @@ async def report_missed_call(report: MissedCallReport, request: Request,
                 session, tenant=tenant, idempotency_key=report.idempotency_key, caller=report.caller,
                 called=to_e164(report.called),
                 occurred_at=report.occurred_at, now=runtime.now(), pending=pending)
-        runtime.dispatch(pending.ids)
+        runtime.dispatch(pending)
         return outcome
 
     outcome = await run_in_threadpool(work)
@@ -114,7 +114,7 @@ async def takeover(conversation_id: int, request: Request, authorization: str | 
                 # Another tenant's conversation looks exactly like one that does not exist.
                 raise HTTPException(404, f"no conversation {conversation_id} for this API key")
             handoff.take_over(session, conversation=conversation, by=by, now=runtime.now(), pending=pending)
-        runtime.dispatch(pending.ids)
+        runtime.dispatch(pending)
         return TakeoverResult(conversation_id=conversation_id, paused=True)
 
     return await run_in_threadpool(work)

@@ -37,7 +37,7 @@ def _in_transaction(runtime: Runtime, work):
             result = work(session, pending)
     except inbound.InvalidInput as exc:
         raise HTTPException(400, str(exc)) from exc
-    runtime.dispatch(pending.ids)
+    runtime.dispatch(pending)
     return result
 
 

@@ -36,7 +36,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    # The web process runs up to 40 requests at once in its thread pool and a worker 8 job threads plus the
+    # relay: a pool of 5 + 10 (SQLAlchemy's default) made requests queue for a connection under load.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10)
 
 
 class Database:

@@ -15,7 +15,7 @@ from tests.webhooks.conftest import CALLER, miss_a_call, texts_to
 class _DiedBeforeEnqueue:
     """A dispatcher standing in for a process that crashed right after committing."""
 
-    def dispatch(self, outbox_ids):
+    def dispatch(self, outbox_ids, *, due=None):
         self.lost = list(outbox_ids)
 
 
