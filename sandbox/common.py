@@ -61,6 +61,11 @@ class Faults:
         """Close the connection of the next `times` matching requests without any HTTP answer."""
         self._script(path_prefix, times, kind=DROP)
 
+    def clear(self) -> None:
+        """Forget every scripted fault not yet served."""
+        with self._lock:
+            self._queue.clear()
+
     def take(self, path: str, *, kinds: Collection[str] = (STATUS,)) -> dict | None:
         """Remove and return the first fault scripted for `path` if it is one of `kinds`, else None.
 

@@ -70,7 +70,7 @@ class Call(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
-    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     from_number: Mapped[str] = mapped_column(String(32))
     to_number: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(20), default="ringing")  # ringing | answered | missed
@@ -150,6 +150,7 @@ class Booking(Base):
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_not_before", "status", "not_before"),)  # the relay's scan
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)

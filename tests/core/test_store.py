@@ -31,6 +31,17 @@ def test_migrations_bring_the_database_to_head(any_db):
     assert schema_pending(any_db.engine) is False
 
 
+def test_the_migrations_build_exactly_the_tables_the_code_declares(any_db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from core.store.tables import Base
+
+    with any_db.engine.connect() as connection:
+        drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert drift == [], "tables.py and the migrations disagree; add a migration for: " + repr(drift)
+
+
 def test_a_lead_is_one_per_tenant_and_phone(any_db):
     with any_db.transaction() as s:
         first = lead_for(s, tenant_id="t1", phone="+15550100001")
