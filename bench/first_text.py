@@ -194,6 +194,17 @@ def signed_dial_complete(app_url: str, auth_token: str, account_sid: str, caller
             {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
 
 
+def signed_reply(app_url: str, auth_token: str, account_sid: str, caller: str, body: str) -> tuple[bytes, dict]:
+    url = app_url + "/twilio/sms"
+    sid = "SM" + secrets.token_hex(16)
+    params = {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": account_sid, "From": caller,
+              "To": BUSINESS, "Body": body, "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+              "ApiVersion": "2010-04-01"}
+    signature = RequestValidator(auth_token).compute_signature(url, params)
+    return (httpx.QueryParams(params).__str__().encode(),
+            {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
+
+
 async def offer(url: str, requests: list[tuple[bytes, dict]], rate: float) -> tuple[list[int], list[tuple[int, int]], float]:
     """Send request i at t0 + i/rate (open loop). Returns scheduled departure ns, (status, response ns), lag."""
     limits = httpx.Limits(max_connections=4000, max_keepalive_connections=4000)
@@ -241,14 +252,23 @@ def floor(services: Services, count: int = 300) -> dict:
 
 
 def run_rate(services: Services, app_url: str, pids: tuple[int, int], rate: float, seconds: float,
-             drain: float) -> dict:
+             drain: float, *, replies_from: list[str] | None = None) -> dict:
+    """Missed calls from new callers at `rate`; or, with `replies_from`, a reply from each of those callers
+    into their open conversation (the time measured is then webhook → the next question's SMS)."""
     httpx.post(services.sink_url + "/_bench/reset")
-    callers = [Caller.next() for _ in range(int(rate * seconds))]
-    requests = [signed_dial_complete(app_url, services.auth_token, services.account_sid, c) for c in callers]
+    if replies_from is None:
+        callers = [Caller.next() for _ in range(int(rate * seconds))]
+        requests = [signed_dial_complete(app_url, services.auth_token, services.account_sid, c) for c in callers]
+        path = "/twilio/voice/dial-complete"
+    else:
+        callers = replies_from[:int(rate * seconds)]
+        requests = [signed_reply(app_url, services.auth_token, services.account_sid, c, "its about my divorce")
+                    for c in callers]
+        path = "/twilio/sms"
     cpu_before = [cpu_seconds(pid) for pid in pids]
     self_before = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.monotonic()
-    scheduled, answers, lag = asyncio.run(offer(app_url + "/twilio/voice/dial-complete", requests, rate))
+    scheduled, answers, lag = asyncio.run(offer(app_url + path, requests, rate))
     sent_wall = time.monotonic() - wall_start
     self_after = resource.getrusage(resource.RUSAGE_SELF)
     deadline = time.monotonic() + drain
@@ -270,9 +290,12 @@ def run_rate(services: Services, app_url: str, pids: tuple[int, int], rate: floa
     latencies = [(first[c] - due) / 1e6 for c, due in zip(callers, scheduled) if c in first]
     responses = [(at - due) / 1e6 for (status, at), due in zip(answers, scheduled) if at]
     statuses = collections.Counter(status for status, _ in answers)
+    accepted = statuses.get(200, 0)
     generator_cpu = (self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime)
     return {
+        "kind": "reply" if replies_from is not None else "missed call", "callers": callers,
         "rate": rate, "sent": len(callers), "achieved": len(callers) / (sent_wall or 1),
+        "accepted_per_s": accepted / (sent_wall or 1),
         "p50": percentile(latencies, 50), "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
         "max": max(latencies, default=float("nan")), "response_p99": percentile(responses, 99),
         "missing": len(wanted - set(first)), "duplicates": sum(n - 1 for n in copies.values() if n > 1),
@@ -292,19 +315,19 @@ def record(results: dict[str, list[dict]], floor_ms: dict, command: str, note: s
     lines = [f"\n### first_text run of {datetime.date.today().isoformat()}{' — ' + note if note else ''}\n",
              f"Machine: {machine()}. Command: `{command}`. Floor (bare POST to the sandbox Messages endpoint): "
              f"p50 {floor_ms['p50']:.1f} ms, p99 {floor_ms['p99']:.1f} ms.\n",
-             "| store | rate/s | achieved/s | p50 | p90 | p99 (× floor p50) | max | webhook resp p99 | missing | dup | "
-             "non-200 | web CPU | worker CPU | generator CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| store | webhook | rate/s | achieved/s | p50 | p90 | p99 (× floor p50) | max | webhook resp p99 | "
+             "missing | dup | non-200 | web CPU | worker CPU | generator CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for store, runs in results.items():
         for r in runs:
             non_200 = sum(n for status, n in r["statuses"].items() if status != 200)
             lines.append(
-                f"| {store} | {r['rate']:g} | {r['achieved']:.0f} | {r['p50']:.0f} ms | {r['p90']:.0f} ms | "
+                f"| {store} | {r['kind']} | {r['rate']:g} | {r['achieved']:.0f} | {r['p50']:.0f} ms | {r['p90']:.0f} ms | "
                 f"{r['p99']:.0f} ms ({r['p99'] / floor_ms['p50']:.1f}×) | {r['max']:.0f} ms | "
                 f"{r['response_p99']:.0f} ms | {r['missing']} | {r['duplicates']} | {non_200} | "
                 f"{r['web_cpu']:.0%} | {r['worker_cpu']:.0%} | {r['generator_cpu_share']:.0%} |")
     store, runs = list(results.items())[-1]
-    top = max(runs, key=lambda r: r["rate"])
+    top = max((r for r in runs if r["kind"] == "missed call"), key=lambda r: r["rate"])
     last = (f"first_text: p99 at {top['rate']:g}/s = {top['p99']:.0f} ms (floor {floor_ms['p50']:.1f} ms, ratio "
             f"{top['p99'] / floor_ms['p50']:.1f}), {top['missing']} missing, {top['duplicates']} duplicates")
     lines += ["", f"`{last}` ({store})", ""]
@@ -320,6 +343,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--threads", type=int, default=8, help="worker threads (textback worker --threads)")
     parser.add_argument("--drain", type=float, default=15, help="seconds to wait for the last texts")
+    parser.add_argument("--reply-rates", default="50,100", help="inbound replies per second (POST /twilio/sms)")
     parser.add_argument("--note", default="", help="a few words for the results heading")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
@@ -333,10 +357,19 @@ def main() -> None:
                 with database(store, workdir) as url, textback(services, url, workdir, threads=args.threads) as (
                         app_url, web_pid, worker_pid):
                     run_rate(services, app_url, (web_pid, worker_pid), 5, 2, args.drain)  # warm-up, not recorded
-                    for rate in rates:
-                        result = run_rate(services, app_url, (web_pid, worker_pid), rate, args.seconds, args.drain)
+                    texted: list[str] = []
+                    plan = [(rate, None) for rate in rates] + [
+                        (float(rate), texted) for rate in args.reply_rates.split(",") if rate]
+                    for rate, replies_from in plan:
+                        result = run_rate(services, app_url, (web_pid, worker_pid), rate, args.seconds, args.drain,
+                                          replies_from=None if replies_from is None else list(replies_from))
+                        if replies_from is None:
+                            texted.extend(result["callers"])
+                        else:
+                            used = set(result["callers"])
+                            texted[:] = [c for c in texted if c not in used]
                         results.setdefault(store, []).append(result)
-                        print(f"{store} {rate:g}/s: p50 {result['p50']:.0f} ms p99 {result['p99']:.0f} ms "
+                        print(f"{store} {result['kind']} {rate:g}/s: accepted {result['accepted_per_s']:.0f}/s, p50 {result['p50']:.0f} ms p99 {result['p99']:.0f} ms "
                               f"(×{result['p99'] / floor_ms['p50']:.1f}) resp p99 {result['response_p99']:.0f} ms, "
                               f"{result['missing']} missing, {result['duplicates']} dup, {result['statuses']}, "
                               f"web {result['web_cpu']:.0%} worker {result['worker_cpu']:.0%} "
