@@ -88,16 +88,27 @@ def bind(broker: dramatiq.Broker) -> None:
         broker.declare_actor(actor)
 
 
+MARK_EVERY = 0.5  # seconds between the web process's and worker's batched "enqueued" notes
+
+
 class DramatiqDispatcher:
     """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone.
 
     Rows due later go out with a broker delay (`delay_later_rows`), or are left to the relay,
     which sends them once due; the relay also re-sends them if a delayed delivery is lost.
+
+    With `mark_every` (seconds), the notes are written by one UPDATE per interval for all the rows
+    enqueued meanwhile, not one transaction per request (the web process under load). The relay's grace
+    (10 s) is far longer than the interval; a note lost with the process only costs a duplicate enqueue,
+    which the claim turns into a no-op.
     """
 
-    def __init__(self, runtime: Runtime, *, delay_later_rows: bool = True) -> None:
+    def __init__(self, runtime: Runtime, *, delay_later_rows: bool = True, mark_every: float | None = None) -> None:
+        from sync.relay import EnqueuedMarks
+
         self.runtime = runtime
         self.delay_later_rows = delay_later_rows
+        self.marks = EnqueuedMarks(runtime, interval=mark_every) if mark_every else None
 
     def dispatch(self, outbox_ids: list[int], *, due: dict[int, datetime | None] | None = None) -> None:
         from sync.relay import due_times, mark_enqueued
@@ -111,4 +122,11 @@ class DramatiqDispatcher:
                 continue
             run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms if delay_ms > 0 else None)
             sent.append(outbox_id)
-        mark_enqueued(self.runtime, sent)
+        if self.marks is not None:
+            self.marks.add(sent)
+        else:
+            mark_enqueued(self.runtime, sent)
+
+    def close(self) -> None:
+        if self.marks is not None:
+            self.marks.close()

@@ -70,6 +70,49 @@ def mark_enqueued(runtime: Runtime, outbox_ids: list[int]) -> None:
         session.execute(update(OutboxRow).where(OutboxRow.id.in_(outbox_ids)).values(enqueued_at=runtime.now()))
 
 
+class EnqueuedMarks:
+    """Notes which rows went to the broker, in one UPDATE every `interval` seconds for all of them."""
+
+    def __init__(self, runtime: Runtime, *, interval: float) -> None:
+        self.runtime, self.interval = runtime, interval
+        self._ids: list[int] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, outbox_ids: list[int]) -> None:
+        if not outbox_ids:
+            return
+        if self._stop.is_set():  # closed: nobody will write them later
+            mark_enqueued(self.runtime, outbox_ids)
+            return
+        with self._lock:
+            self._ids.extend(outbox_ids)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="outbox-enqueued-marks", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            ids, self._ids = self._ids, []
+        if ids:
+            try:
+                mark_enqueued(self.runtime, ids)
+            except Exception:  # noqa: BLE001 (the database is down: the relay re-enqueues them, harmlessly)
+                log.warning("could not note %d enqueued outbox rows; the relay may enqueue them again", len(ids),
+                            exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+
 class RelayThread(threading.Thread):
     """Runs the relay every `interval` seconds until stopped (one per worker process is enough)."""
 

@@ -28,7 +28,7 @@ class Worker:
         actors.bind(broker)
         actors.configure(runtime)
         if runtime.dispatcher is None:
-            runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+            runtime.dispatcher = actors.DramatiqDispatcher(runtime, mark_every=actors.MARK_EVERY)
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms)
         self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval, grace=relay_grace)
 
@@ -40,6 +40,9 @@ class Worker:
     def stop(self) -> None:
         self.relay.stop()
         self.worker.stop()
+        close = getattr(self.runtime.dispatcher, "close", None)
+        if close is not None:
+            close()
 
 
 def run_worker(make_runtime: Callable[[], Runtime], broker_url: str, *, threads: int, relay_interval: float,

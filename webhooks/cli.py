@@ -125,9 +125,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     broker = make_broker(settings.redis_url)
     actors.bind(broker)
     runtime = _runtime(settings)
-    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+    runtime.dispatcher = actors.DramatiqDispatcher(runtime, mark_every=actors.MARK_EVERY)
     _require_schema(runtime)
     uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True)
+    runtime.dispatcher.close()
 
 
 @app.command()

@@ -46,3 +46,26 @@ def test_the_relay_leaves_freshly_enqueued_rows_alone(phone, textback, stack):
 
     assert relay_pending(textback.runtime, DramatiqDispatcher(textback.runtime, delay_later_rows=False),
                          grace=timedelta(minutes=5)) == []
+
+
+def test_batched_enqueued_notes_keep_the_relay_off_rows_already_sent(phone, textback, stack):
+    from sqlalchemy import event
+
+    updates = []
+    event.listen(textback.runtime.db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: updates.append(statement) if "enqueued_at" in statement
+                 and statement.lstrip().upper().startswith("UPDATE") else None)
+    batched = DramatiqDispatcher(textback.runtime, delay_later_rows=False, mark_every=60)
+    textback.runtime.dispatcher = batched
+    for n in range(3):
+        miss_a_call(phone, call_sid=f"CA{n:032d}", caller=f"+1555010{n:04d}")
+    assert updates == []  # the webhooks answered without writing a note each
+    batched.close()  # writes what is waiting
+    textback.drain()
+
+    with textback.runtime.db.transaction() as s:
+        rows = s.scalars(select(OutboxRow).where(OutboxRow.kind == "send_sms")).all()
+    assert len(rows) == 3 and all(row.enqueued_at is not None for row in rows)
+    assert len(updates) == 1  # the three webhooks' notes, written together
+    assert relay_pending(textback.runtime, batched, grace=timedelta(0)) == []  # nothing sent twice
+    assert all(len(texts_to(stack, f"+1555010{n:04d}")) == 1 for n in range(3))
