@@ -81,7 +81,7 @@ def config_check(path: Optional[Path] = typer.Argument(None, help="tenants YAML 
         tenants = load_tenants(path, validate_connector=validate_connector)
     except ConfigError as exc:
         for problem in exc.problems:
-            typer.echo(str(problem), err=True)
+            typer.echo(problem.with_excerpt(), err=True)
         typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
         raise typer.Exit(1) from exc
     for tenant in tenants:
