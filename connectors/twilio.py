@@ -137,6 +137,12 @@ class TwilioSMS:
                     return SentSMS(provider_id=found.sid, status=found.status)
         return None
 
+    def check_access(self) -> str:
+        """A read-only call that proves the SID and token (config check --online)."""
+        with self._translated_errors():
+            self._client.messages.list(limit=1)
+        return "credentials accepted (listed messages)"
+
     def auth_token_for_signatures(self) -> str:
         return self._config.auth_token.get_secret_value()
 

@@ -262,6 +262,9 @@ ConnectorValidator = Callable[[str, Any], BaseModel]
 
 def load_tenants(path: Path, *, validate_connector: ConnectorValidator | None = None) -> TenantDirectory:
     """Every tenant of the file, validated; raises ConfigError listing every problem at once."""
+    from core import redact
     from core.tenants_file import read_tenants
 
-    return TenantDirectory(read_tenants(Path(path), validate_connector=validate_connector), source=Path(path))
+    tenants = read_tenants(Path(path), validate_connector=validate_connector)
+    redact.register_models(tenants)  # no log line or CLI output shows a tenant's secrets
+    return TenantDirectory(tenants, source=Path(path))
