@@ -48,7 +48,8 @@ def read_tenants(path: Path, *, validate_connector: ConnectorValidator | None = 
         connectors = _validated_connectors(located, raw.get("connectors"), loc, problems, validate_connector)
         if tenant is not None:
             tenant.connectors.update(connectors)
-            problems.extend(_literal_references(located, raw, tenant, loc))
+            checked = raw if validate_connector else {k: v for k, v in raw.items() if k != "connectors"}
+            problems.extend(_literal_references(located, checked, tenant, loc))
             tenants.append((i, tenant))
     problems.extend(_across_tenants(located, tenants, validate_connector is not None))
     if problems:

@@ -38,6 +38,9 @@ class FriendlyGroup(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except CommandFailed as exc:
+            exc.show()
+            raise typer.Exit(exc.exit_code) from exc
         except ConfigError as exc:
             for problem in exc.problems:
                 click.echo(redact(problem.with_excerpt()), err=True)
@@ -48,7 +51,8 @@ class FriendlyGroup(TyperGroup):
             failure = explain(exc)
             if failure is None:
                 raise
-            raise failure from exc
+            failure.show()
+            raise typer.Exit(failure.exit_code) from exc
 
 
 def explain(exc: BaseException) -> CommandFailed | None:
@@ -69,7 +73,7 @@ def database_unreachable(exc: BaseException, url: str | None = None) -> CommandF
     from core.config import Settings
 
     url = mask_url(url or Settings().database_url)
-    detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300].rstrip(".?! ")
     lower = detail.lower()
     if "does not exist" in lower and "database" in lower:
         fix = "create it (e.g. `createdb NAME` as the postgres user) or point TEXTBACK_DATABASE_URL at one that exists"
@@ -81,7 +85,7 @@ def database_unreachable(exc: BaseException, url: str | None = None) -> CommandF
         fix = "is PostgreSQL running and listening at that host and port? Start it or fix TEXTBACK_DATABASE_URL"
     else:
         fix = "check TEXTBACK_DATABASE_URL and that the database server is up"
-    return CommandFailed(f"textback cannot use the database at {url}: {detail[:300]}. {fix[0].upper()}{fix[1:]}.",
+    return CommandFailed(f"textback cannot use the database at {url}: {detail}. {fix[0].upper()}{fix[1:]}.",
                          exit_code=EXIT_UNAVAILABLE)
 
 
@@ -89,7 +93,7 @@ def broker_unreachable(exc: BaseException, url: str | None = None) -> CommandFai
     from core.config import Settings
 
     url = mask_url(url or Settings().redis_url)
-    detail = " ".join(str(exc).split())[:300]
+    detail = " ".join(str(exc).split())[:300].rstrip(".?! ")
     return CommandFailed(f"textback cannot reach the job queue at {url}: {detail}. Start Redis (or RabbitMQ) there "
                          "or fix TEXTBACK_REDIS_URL; webhooks keep answering while it is down, but nothing is sent "
                          "until a worker can reach it.", exit_code=EXIT_UNAVAILABLE)

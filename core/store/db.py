@@ -30,9 +30,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(normalized_url(url), pool_pre_ping=True)
+
+
+def normalized_url(url: str) -> str:
+    """`postgres://` (Heroku, Render, many dashboards) and `postgresql://` both mean psycopg 3."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
 
 
 class Database:
