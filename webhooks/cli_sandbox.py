@@ -87,6 +87,8 @@ WAIT = typer.Option(10.0, "--wait", metavar="SECONDS", help="how long to wait fo
 @simulate_app.command("call")
 def simulate_call(to: str = TO, caller: str = FROM, url: Optional[str] = URL,
                   status: str = typer.Option("no-answer", "--status", help=" | ".join(DIAL_STATUSES)),
+                  talked: Optional[int] = typer.Option(None, "--talked", metavar="SECONDS", min=0,
+                                                       help="how long staff talked (default 60 if completed, else 0)"),
                   wait: float = WAIT) -> None:
     """Ring a tenant's number and end the dial with --status; prints the texts the caller gets."""
     from webhooks.simulate import SimulationError
@@ -97,7 +99,8 @@ def simulate_call(to: str = TO, caller: str = FROM, url: Optional[str] = URL,
     try:
         phone = _caller(to, caller, url)
         seen = len(phone.texts_received())
-        for line in phone.call(dial_status=status):
+        talked = talked if talked is not None else (60 if status == "completed" else 0)
+        for line in phone.call(dial_status=status, talked_seconds=talked):
             typer.echo(line)
         _print_texts(phone, seen, wait)
     except SimulationError as exc:

@@ -53,8 +53,9 @@ class Caller:
     def _sms(self):
         return self.tenant.connectors["sms"]
 
-    def call(self, *, dial_status: str = "no-answer") -> list[str]:
-        """Ring the number, then end the dial with `dial_status`; returns what happened, in words."""
+    def call(self, *, dial_status: str = "no-answer", talked_seconds: int = 0) -> list[str]:
+        """Ring the number, then end the dial with `dial_status` after `talked_seconds` of conversation;
+        returns what happened, in words."""
         call_sid = "CA" + secrets.token_hex(16)
         common = {"CallSid": call_sid, "AccountSid": self._sms.account_sid, "From": self.caller,
                   "Caller": self.caller, "To": self.number, "Direction": "inbound", "ApiVersion": API_VERSION}
@@ -64,8 +65,9 @@ class Caller:
         if _dials(ring.text):
             done = self._post("/twilio/voice/dial-complete", {
                 **common, "CallStatus": "in-progress", "DialCallStatus": dial_status,
-                "DialCallSid": "CA" + secrets.token_hex(16), "DialCallDuration": "0"})
-            outcome = "nobody picks up" if dial_status in MISSED else f"the dial ends: {dial_status}"
+                "DialCallSid": "CA" + secrets.token_hex(16), "DialCallDuration": str(talked_seconds)})
+            outcome = ("nobody picks up" if dial_status in MISSED
+                       else f"the dial ends: {dial_status} after {talked_seconds} s")
             story.append(f"  {outcome}; the caller hears: {spoken(done.text)}")
         return story
 
