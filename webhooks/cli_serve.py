@@ -14,6 +14,11 @@ from webhooks.cli_errors import EXIT_USAGE, CommandFailed, broker_unreachable
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up lines say nothing to an operator
+
+
 def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(worker)
@@ -28,7 +33,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="interface to listen on (0.
     from sync.broker import make_broker, ping_for
     from webhooks.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    _configure_logging()
     settings = Settings()
     broker = make_broker(settings.redis_url)
     actors.bind(broker)
@@ -48,7 +53,7 @@ def worker(threads: int = typer.Option(8, help="worker threads in this process")
     from sync.broker import make_broker, ping_for
     from sync.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    _configure_logging()
     settings = Settings()
     ping = ping_for(make_broker(settings.redis_url))
     if ping is not None:
