@@ -150,5 +150,5 @@ def test_a_playbook_override_that_patches_an_unknown_step_is_reported_on_its_lin
 """
     [problem] = _problems(_write(tmp_path, text))
 
-    assert problem.startswith(f"{tmp_path / 'tenants.yaml'}:17:5: tenants.0.playbook: playbook override")
+    assert problem.startswith(f"{tmp_path / 'tenants.yaml'}:19:15: tenants.0.playbook: playbook override")
     assert "favourite_colour" in problem and "steps are" in problem
