@@ -66,7 +66,17 @@ def explain(exc: BaseException) -> CommandFailed | None:
                              "sqlite:///path/to/textback.db or postgresql://user:password@host/dbname")
     if _is_broker_down(exc):
         return broker_unreachable(exc)
+    if _is_settings_error(exc):
+        problems = "; ".join(f"TEXTBACK_{str(err['loc'][0]).upper()}: {err['msg']} (got {err.get('input')!r})"
+                             for err in exc.errors())
+        return CommandFailed(f"the environment is not valid: {problems}; fix or unset the variable")
     return None
+
+
+def _is_settings_error(exc: BaseException) -> bool:
+    from pydantic import ValidationError
+
+    return isinstance(exc, ValidationError) and exc.title == "Settings"
 
 
 def database_unreachable(exc: BaseException, url: str | None = None) -> CommandFailed:

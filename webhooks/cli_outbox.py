@@ -18,7 +18,7 @@ _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "wee
 TENANT = typer.Option(None, "--tenant", "-t", metavar="TENANT", help="only this tenant's rows")
 KIND = typer.Option(None, "--kind", "-k", metavar="KIND", help="only this job kind, e.g. send_sms")
 SINCE = typer.Option(None, "--since", metavar="WHEN",
-                     help="only rows touched since then: 30m, 2h, 3d, 1w ago, or a date/time such as 2031-05-06")
+                     help="only rows created since then: 30m, 2h, 3d, 1w ago, or a date/time such as 2031-05-06")
 
 
 def register(app: typer.Typer) -> None:

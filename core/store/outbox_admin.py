@@ -21,7 +21,7 @@ class RowFilter:
     tenant_id: str | None = None
     kind: str | None = None
     ids: tuple[int, ...] = ()
-    since: datetime | None = None  # last touched (failed, parked, ...) at or after this instant
+    since: datetime | None = None  # created at or after this instant
 
     def apply(self, query: Select) -> Select:
         query = query.where(OutboxRow.status.in_([s.value for s in self.statuses]))
@@ -32,7 +32,7 @@ class RowFilter:
         if self.ids:
             query = query.where(OutboxRow.id.in_(self.ids))
         if self.since is not None:
-            query = query.where(OutboxRow.updated_at >= self.since)
+            query = query.where(OutboxRow.created_at >= self.since)
         return query
 
 

@@ -182,3 +182,11 @@ def test_config_check_online_asks_each_vendor_and_catches_a_calendar_that_does_n
         assert result.exit_code == 1
         assert ("smith-law calendar: FAILED — google: Rejected: free/busy query: calendar nobody@smithlaw.example "
                 "does not exist or is not shared") in result.output
+
+
+def test_an_invalid_environment_variable_is_named_with_its_value():
+    completed = run("outbox", "list", env={"TEXTBACK_RELAY_INTERVAL": "soon"})
+
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert "TEXTBACK_RELAY_INTERVAL: Input should be a valid number" in completed.stderr
+    assert "(got 'soon')" in completed.stderr
