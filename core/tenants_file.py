@@ -272,7 +272,10 @@ def _explain(err: dict, located: LocatedYAML, loc: tuple, model: type | None, pa
     if field in SECRET_FIELDS or not _is_scalar(raw):
         return msg
     shown = repr(raw) if isinstance(raw, str) or written is None else written
-    if kind in ("enum", "literal_error") or shown not in msg:
+    if kind in ("enum", "literal_error"):
+        choices = re.findall(r"'([^']+)'", str((err.get("ctx") or {}).get("expected", "")))
+        return f"{msg} (got {shown}){_did_you_mean(str(raw), choices)}"
+    if shown not in msg:
         return f"{msg} (got {shown})"
     return msg
 
