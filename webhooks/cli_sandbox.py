@@ -7,7 +7,9 @@ running server with signed webhooks and prints the texts the caller gets back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,7 +20,7 @@ import typer
 import yaml
 
 from core.config import Settings
-from webhooks.cli_errors import EXIT_PROBLEMS, EXIT_UNAVAILABLE, CommandFailed
+from webhooks.cli_errors import EXIT_PROBLEMS, EXIT_UNAVAILABLE, EXIT_USAGE, CommandFailed
 
 simulate_app = typer.Typer(help="Play a caller against a running `textback serve` (signed Twilio webhooks).",
                            no_args_is_help=True)
@@ -44,18 +46,25 @@ def sandbox(
     from webhooks.demo import sandbox_tenants
 
     calendars = ("intake@smithlee.example", "consults@riveralaw.example")
-    with SandboxStack.start(first_port=port, host=host, calendars=calendars, auto_deliver=True) as stack:
+    with contextlib.ExitStack() as scope:
+        try:
+            stack = scope.enter_context(SandboxStack.start(first_port=port, host=host, calendars=calendars,
+                                                           auto_deliver=True))
+        except (RuntimeError, OSError) as exc:
+            taken = f"ports {port}-{port + 5} on {host}" if port else f"free ports on {host}"
+            raise CommandFailed(f"the emulators could not start ({exc}): {taken} must be free and the address "
+                                "this machine's; choose others with --port N (0: any free) or --host",
+                                exit_code=EXIT_USAGE) from exc
         tenants_file.write_text("# Written by `textback sandbox`: two law firms pointed at the running emulators.\n"
                                 + yaml.safe_dump({"tenants": sandbox_tenants(stack)}, sort_keys=False))
-        env_file.write_text("\n".join(stack.export_lines()) + "\n")
-        env_file.chmod(0o600)
+        _write_private(env_file, "\n".join(stack.export_lines()) + "\n")
         typer.echo("Vendor emulators (Ctrl-C stops them):")
         for line in stack.describe():
             typer.echo(f"  {line}")
         typer.echo(f"\nTenants file: {tenants_file}  (Twilio numbers +15550001111 and +15550004444)")
         typer.echo(f"Secrets it names: {env_file}  (mode 600)")
         typer.echo("\nIn another terminal, from this folder:")
-        typer.echo(f"  . ./{env_file} && export TEXTBACK_CONFIG={tenants_file} TEXTBACK_PUBLIC_URL=http://127.0.0.1:8000")
+        typer.echo(f"  . {'' if env_file.is_absolute() else './'}{env_file} && export TEXTBACK_CONFIG={tenants_file} TEXTBACK_PUBLIC_URL=http://127.0.0.1:8000")
         typer.echo("  textback config check && textback db upgrade")
         typer.echo("  textback serve &  textback worker &")
         typer.echo("  textback simulate call --to +15550001111 --from +15550107777")
@@ -63,6 +72,14 @@ def sandbox(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by this user only, from the first byte (it holds the emulators' secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 def _caller(to: str, caller: str, url: Optional[str]):
