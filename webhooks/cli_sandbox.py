@@ -154,7 +154,13 @@ def demo(verbose: bool = typer.Option(False, "--verbose", "-v", help="also print
     from webhooks.demo import run_demo
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    code = run_demo(echo=typer.echo)
+    try:
+        code = run_demo(echo=typer.echo)
+    except Exception as exc:  # the story ends with a sentence, not a traceback; -v logs the traceback
+        logging.getLogger("textback.demo").info("the demo failed", exc_info=True)
+        raise CommandFailed(f"the demo stopped: {type(exc).__name__}: {exc}"
+                            + ("" if verbose else " (run `textback demo -v` for the log)"),
+                            exit_code=EXIT_PROBLEMS) from exc
     if code:
         raise typer.Exit(EXIT_PROBLEMS)
     sys.exit(0)
