@@ -64,6 +64,7 @@ def _kind(value: str | None) -> str | None:
 def outbox_list(
     status: list[str] = typer.Option(["failed", "dead", "parked"], "--status", "-s",
                                      help="pending | done | failed | dead | parked (repeatable)"),
+    row_id: list[int] = typer.Option([], "--id", metavar="ID", help="only this row (repeatable)"),
     tenant: Optional[str] = TENANT,
     kind: Optional[str] = KIND,
     since: Optional[str] = SINCE,
@@ -76,7 +77,8 @@ def outbox_list(
     statuses, kind = _statuses(status), _kind(kind)
     db = Database(Settings().database_url)
     now = db.clock()
-    rows = RowFilter(statuses=statuses, tenant_id=tenant, kind=kind, since=parse_since(since, now=now))
+    rows = RowFilter(statuses=statuses, tenant_id=tenant, kind=kind, ids=tuple(row_id),
+                     since=parse_since(since, now=now))
     with db.transaction() as session:
         views, total = list_rows(session, rows, now=now, limit=limit)
     if views:
