@@ -20,7 +20,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from core.secrets import Secret, SecretReferenceError, resolve_secret_ref  # noqa: F401  (re-exported)
+from core.secrets import Reference, Secret, SecretReferenceError, resolve_secret_ref  # noqa: F401  (re-exported)
 from core.models import (
     BookingRecord,
     BusyInterval,

@@ -247,6 +247,14 @@ class ClioCRM:
             return {"type": "Matter", "matter": {"id": matter_id}}
         return {"type": "Contact", "contact": {"id": int(contact_id)}}
 
+    def check_access(self) -> str:
+        """A read-only call that proves the token (config check --online); also checks calendar_id exists."""
+        user = self._me()
+        if self._config.calendar_id is not None:
+            self._call("GET", f"calendars/{self._config.calendar_id}", action="read the configured calendar",
+                       params={"fields": "id"})
+        return f"token accepted (user {user})"
+
     def _me(self) -> int:
         if self._user_id is None:
             self._user_id = self._call("GET", "users/who_am_i", action="read the token's user",

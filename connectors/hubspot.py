@@ -181,6 +181,11 @@ class HubSpotCRM:
                 raise
             return merged
 
+    def check_access(self) -> str:
+        """A read-only call that proves the token and its contacts scope (config check --online)."""
+        self._contact_by_phone("+15550100000")
+        return "token accepted (searched contacts)"
+
     def _contact_by_phone(self, phone: str) -> str | None:
         national = _national_digits(phone)
         request = PublicObjectSearchRequest(

@@ -44,6 +44,7 @@ from connectors.base import (
     ConnectorConfig,
     ConnectorError,
     RateLimited,
+    Reference,
     Rejected,
     Secret,
     Transient,
@@ -85,8 +86,8 @@ _CREDENTIALS_DEAD = {"invalid_grant", "interaction_required", "consent_required"
 class OutlookConfig(ConnectorConfig):
     type: Literal["outlook"]
     mode: Literal["app", "delegated"] = "app"
-    tenant_id: str = Field(min_length=1, description="the Entra directory (tenant) id or its domain")
-    client_id: str = Field(min_length=1, description="the app registration's application (client) id")
+    tenant_id: Reference = Field(min_length=1, description="the Entra directory (tenant) id or its domain")
+    client_id: Reference = Field(min_length=1, description="the app registration's application (client) id")
     client_secret: Secret
     calendars: list[str] = Field(min_length=1, description="mailbox UPNs whose default calendars are read and booked")
     base_url: str = GRAPH_API

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import httpx
+from pydantic import Field, field_validator
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from connectors.base import (
-    ConnectorConfig,
     Ambiguous,
+    ConnectorConfig,
     ConnectorError,
+    Reference,
     Rejected,
     Secret,
     Transient,
@@ -41,10 +44,28 @@ RECONCILE_LIMIT = 50
 
 class TwilioConfig(ConnectorConfig):
     type: Literal["twilio"]
-    account_sid: str
+    account_sid: Reference = Field(description="AC followed by 32 hex digits, inline or as env:NAME")
     auth_token: Secret
     base_url: str = PRODUCTION_URL
-    messaging_service_sid: str | None = None
+    messaging_service_sid: Reference | None = Field(None, description="MG followed by 32 hex digits")
+
+    @field_validator("account_sid")
+    @classmethod
+    def _account_sid(cls, value: str) -> str:
+        return _sid(value, "AC", "the Account SID on the Twilio console's home page")
+
+    @field_validator("messaging_service_sid")
+    @classmethod
+    def _service_sid(cls, value: str | None) -> str | None:
+        return None if value is None else _sid(value, "MG", "the Messaging Service's SID")
+
+
+def _sid(value: str, prefix: str, where: str) -> str:
+    if not re.fullmatch(prefix + r"[0-9a-fA-F]{32}", value):
+        shown = value[:2] + "…" if len(value) > 6 else value
+        raise ValueError(f"is not a Twilio {prefix} SID (got {shown!r}, {len(value)} characters); "
+                         f"use {where}: {prefix} followed by 32 hex digits")
+    return value
 
 
 class TwilioRejected(Rejected):
@@ -115,6 +136,12 @@ class TwilioSMS:
                 if found.sid not in known_ids and (found.body or "") == message.body:
                     return SentSMS(provider_id=found.sid, status=found.status)
         return None
+
+    def check_access(self) -> str:
+        """A read-only call that proves the SID and token (config check --online)."""
+        with self._translated_errors():
+            self._client.messages.list(limit=1)
+        return "credentials accepted (listed messages)"
 
     def auth_token_for_signatures(self) -> str:
         return self._config.auth_token.get_secret_value()

@@ -16,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -25,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.engine.interpreters.settings import InterpreterSettings
 from core.templates import Templates
-from core.yaml_lines import LocatedYAML, load_located
+from core.config_errors import ConfigError, ConfigProblem  # noqa: F401  (re-exported)
 
 
 class Settings(BaseSettings):
@@ -234,23 +233,6 @@ class TenantsFile(_Strict):
     tenants: list[Tenant] = Field(min_length=1)
 
 
-class ConfigProblem(BaseModel):
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The tenants file is invalid; `problems` says where and how to fix each issue."""
-
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
 class TenantDirectory:
     """Validated tenants, found by id or by the number a call or text came to."""
 
@@ -279,64 +261,10 @@ ConnectorValidator = Callable[[str, Any], BaseModel]
 
 
 def load_tenants(path: Path, *, validate_connector: ConnectorValidator | None = None) -> TenantDirectory:
-    path = Path(path)
-    try:
-        located = load_located(path)
-    except FileNotFoundError as exc:
-        raise ConfigError([ConfigProblem(file=str(path), line=1, message="file not found; set TEXTBACK_CONFIG "
-                                         "to your tenants file")]) from exc
-    except Exception as exc:  # yaml.YAMLError carries its own position
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([ConfigProblem(file=str(path), line=line, message=f"not valid YAML: "
-                                         f"{getattr(exc, 'problem', exc)}")]) from exc
-    try:
-        parsed = TenantsFile.model_validate(located.data)
-    except ValidationError as exc:
-        raise ConfigError(_problems(located, exc, prefix=())) from exc
-    problems: list[ConfigProblem] = []
-    seen: dict[str, int] = {}
-    for i, tenant in enumerate(parsed.tenants):
-        if tenant.id in seen:
-            problems.append(_problem(located, ("tenants", i, "id"), f"tenant id {tenant.id!r} is used twice; ids must be unique"))
-        seen[tenant.id] = i
-        for j, number in enumerate(tenant.phone_numbers):
-            owner = next((t for t in parsed.tenants[:i] if number in t.phone_numbers), None)
-            if owner:
-                problems.append(_problem(located, ("tenants", i, "phone_numbers", j),
-                                         f"{number} already belongs to tenant {owner.id!r}; a number identifies one tenant"))
-        if validate_connector is not None:
-            for role, raw in list(tenant.connectors.items()):
-                loc = ("tenants", i, "connectors", role)
-                try:
-                    tenant.connectors[role] = validate_connector(role, raw)
-                except ValidationError as exc:
-                    problems.extend(_problems(located, exc, prefix=loc))
-                except ValueError as exc:
-                    problems.append(_problem(located, loc, str(exc)))
-    if problems:
-        raise ConfigError(problems)
-    return TenantDirectory(parsed.tenants, source=path)
+    """Every tenant of the file, validated; raises ConfigError listing every problem at once."""
+    from core import redact
+    from core.tenants_file import read_tenants
 
-
-def _problem(located: LocatedYAML, loc: tuple, message: str) -> ConfigProblem:
-    return ConfigProblem(file=str(located.path), line=located.line_of(loc), message=message)
-
-
-def _problems(located: LocatedYAML, exc: ValidationError, *, prefix: tuple) -> list[ConfigProblem]:
-    out = []
-    for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"function-after", "function-before"}))
-        where = ".".join(str(p) for p in loc)
-        out.append(_problem(located, loc, f"{where}: {_explain(err)}"))
-    return out
-
-
-def _explain(err: dict) -> str:
-    kind, msg = err["type"], err["msg"]
-    msg = msg.removeprefix("Value error, ")
-    if kind == "missing":
-        return "is required; add it"
-    if kind == "extra_forbidden":
-        return "is not a known setting; remove it or check its spelling"
-    return msg
+    tenants = read_tenants(Path(path), validate_connector=validate_connector)
+    redact.register_models(tenants)  # no log line or CLI output shows a tenant's secrets
+    return TenantDirectory(tenants, source=Path(path))

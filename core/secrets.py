@@ -27,18 +27,41 @@ def resolve_secret_ref(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise SecretReferenceError("expected a secret reference such as env:NAME or file:/path")
-    if value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise SecretReferenceError(f"environment variable {name} is not set; export it or point to a file with file:/path")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = Path(value[5:]).expanduser()
-        try:
-            return path.read_text().strip()
-        except OSError as exc:
-            raise SecretReferenceError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if is_reference(value):
+        return _resolved(value)
     raise SecretReferenceError("inline secrets are not allowed; write env:NAME or file:/path instead")
 
 
+def resolve_reference(value: Any) -> Any:
+    """An id that may be written inline or, like a secret, as `env:NAME` / `file:PATH` (account SIDs,
+    client ids: a deployment keeps them next to the secrets). Other values pass through unchanged."""
+    return _resolved(value) if isinstance(value, str) and is_reference(value) else value
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith("env:") or value.startswith("file:"))
+
+
+def _resolved(value: str) -> str:
+    if value.startswith("env:"):
+        name = value[4:].strip()
+        if not name:
+            raise SecretReferenceError("env: needs a variable name, e.g. env:TWILIO_AUTH_TOKEN")
+        if name not in os.environ:
+            raise SecretReferenceError(f"environment variable {name} is not set; export it or point to a file with file:/path")
+        resolved = os.environ[name].strip()
+        if not resolved:
+            raise SecretReferenceError(f"environment variable {name} is set but empty; export its value")
+        return resolved
+    path = Path(value[5:].strip()).expanduser()
+    try:
+        resolved = path.read_text().strip()
+    except OSError as exc:
+        raise SecretReferenceError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if not resolved:
+        raise SecretReferenceError(f"secret file {path} is empty; write the value into it")
+    return resolved
+
+
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret_ref)]
+Reference = Annotated[str, BeforeValidator(resolve_reference)]

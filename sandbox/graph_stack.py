@@ -32,14 +32,26 @@ class MicrosoftStack:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *, ca: TestCA | None = None) -> Iterator["MicrosoftStack"]:
+    def start(cls, *, ca: TestCA | None = None, host: str = "127.0.0.1",
+              ports: tuple[int, int] = (0, 0)) -> Iterator["MicrosoftStack"]:
+        own_ca = ca is None
         ca = ca or TestCA()
+        try:
+            with cls._serving(ca, host, ports) as stack:
+                yield stack
+        finally:
+            if own_ca:
+                ca.close()  # no textback-ca-* folder is left in the temp directory
+
+    @classmethod
+    @contextlib.contextmanager
+    def _serving(cls, ca: TestCA, host: str, ports: tuple[int, int]) -> Iterator["MicrosoftStack"]:
         identity = microsoft_identity.MicrosoftIdentity()
         with httpx.Client(verify=ca.ssl_context(), timeout=10.0) as webhook_http:
             sandbox = graph.GraphSandbox(identity, webhook_http=webhook_http)
-            login = TLSServedApp(microsoft_identity.create_app(identity), ca=ca).start()
+            login = TLSServedApp(microsoft_identity.create_app(identity), ca=ca, host=host, port=ports[0]).start()
             try:
-                api = TLSServedApp(graph.create_app(sandbox), ca=ca).start()
+                api = TLSServedApp(graph.create_app(sandbox), ca=ca, host=host, port=ports[1]).start()
                 try:
                     identity.add_resource(api.url)
                     yield cls(ca, identity, sandbox, login, api)

@@ -33,26 +33,29 @@ class SandboxStack:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *, first_port: int = 0, calendars: tuple[str, ...] = ("staff@example.com",),
+    def start(cls, *, first_port: int = 0, host: str = "127.0.0.1",
+              calendars: tuple[str, ...] = ("staff@example.com",),
               auto_deliver: bool = False) -> Iterator["SandboxStack"]:
+        """Every emulator on `host`; with `first_port`, on six consecutive ports from it (Twilio, HubSpot,
+        Google, Clio, Microsoft login, Graph), otherwise on free ones."""
         account_sid, auth_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
         hubspot_token = "pat-na1-" + secrets.token_hex(16)
         tw = twilio.TwilioSandbox({account_sid: auth_token}, auto_deliver=auto_deliver)
         hs = hubspot.HubSpotSandbox(tokens={hubspot_token})
         gc = google_calendar.GoogleCalendarSandbox()
         cl = clio.ClioSandbox()
-        port = iter(range(first_port, first_port + 4)) if first_port else iter((0, 0, 0, 0))
+        port = iter(range(first_port, first_port + 6)) if first_port else iter((0,) * 6)
         servers = {
-            "twilio": ServedApp(twilio.create_app(tw), port=next(port)),
-            "hubspot": ServedApp(hubspot.create_app(hs), port=next(port)),
-            "google": ServedApp(google_calendar.create_app(gc), port=next(port)),
-            "clio": ServedApp(clio.create_app(cl), port=next(port)),
+            "twilio": ServedApp(twilio.create_app(tw), host=host, port=next(port)),
+            "hubspot": ServedApp(hubspot.create_app(hs), host=host, port=next(port)),
+            "google": ServedApp(google_calendar.create_app(gc), host=host, port=next(port)),
+            "clio": ServedApp(clio.create_app(cl), host=host, port=next(port)),
         }
         started: list[ServedApp] = []
         try:
             for server in servers.values():
                 started.append(server.start())
-            with MicrosoftStack.start() as ms:
+            with MicrosoftStack.start(host=host, ports=(next(port), next(port))) as ms:
                 service_account = gc.oauth.new_service_account(
                     "textback@demo-project.iam.gserviceaccount.com", token_uri=servers["google"].url + "/token")
                 app = ms.identity.new_app()
@@ -111,8 +114,17 @@ class SandboxStack:
         }
 
     def describe(self) -> list[str]:
-        lines = [f"{name:<9} {server.url}" for name, server in self.servers.items()]
-        lines += [f"microsoft {self.microsoft.login.url} (login), {self.microsoft.api.url} (graph); "
-                  f"CA bundle {self.microsoft.ca.bundle}"]
-        lines += [f"export {name}='{value}'" for name, value in self.env.items()]
+        """Where each emulator listens, in words."""
+        names = {"twilio": "Twilio (Messages, Lookup)", "hubspot": "HubSpot CRM", "google": "Google Calendar",
+                 "clio": "Clio Manage"}
+        lines = [f"{names[name]:<26} {server.url}" for name, server in self.servers.items()]
+        lines += [f"{'Microsoft identity (login)':<26} {self.microsoft.login.url}",
+                  f"{'Microsoft Graph (Outlook)':<26} {self.microsoft.api.url}  (HTTPS; CA bundle "
+                  f"{self.microsoft.ca.bundle})"]
         return lines
+
+    def export_lines(self) -> list[str]:
+        """`export NAME='value'` for every secret the tenants file names with env: (shell-quoted)."""
+        import shlex
+
+        return [f"export {name}={shlex.quote(value)}" for name, value in self.env.items()]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import shutil
 import ssl
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,12 +34,14 @@ _LIFETIME = timedelta(days=2)
 
 
 class TestCA:
-    """A certificate authority that lives as long as the process: a key pair and a PEM bundle on disk."""
+    """A throwaway certificate authority: a key pair and a PEM bundle in a temporary folder, removed by
+    `close()` or, at the latest, when the CA is collected or the process exits."""
 
     __test__ = False  # not a pytest test class, whatever its name says
 
     def __init__(self, name: str = "textback sandbox CA") -> None:
         self._folder = Path(tempfile.mkdtemp(prefix="textback-ca-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self._folder), ignore_errors=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.now(timezone.utc)
@@ -58,6 +62,14 @@ class TestCA:
         Path(self.bundle).write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._lock = threading.Lock()
         self._issued = 0
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    def close(self) -> None:
+        """Remove the folder (bundle, certificates, keys); servers already started keep working."""
+        self._remove()
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context trusting this CA only."""
@@ -115,9 +127,9 @@ class TLSServedApp(ServedApp):
 
 
 @contextlib.contextmanager
-def serve_tls(app, *, ca: TestCA, port: int = 0) -> Iterator[TLSServedApp]:
+def serve_tls(app, *, ca: TestCA, port: int = 0, host: str = "127.0.0.1") -> Iterator[TLSServedApp]:
     """Serve `app` over HTTPS for the duration of the block."""
-    served = TLSServedApp(app, ca=ca, port=port).start()
+    served = TLSServedApp(app, ca=ca, port=port, host=host).start()
     try:
         yield served
     finally:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core.config import Tenant
-from core.engine.summary import answer_lines
+from core.engine.summary import answer_lines, headline
 from core.jobs import BookingJob, ConversationJob, LeadJob
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
@@ -101,7 +101,8 @@ def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, co
     with runtime.db.transaction() as session:
         conversation = session.get(Conversation, conversation_id)
         answers = ", ".join(answer_lines(conversation.answers))
-        opportunity = Opportunity(name=f"{_phone(session, conversation)}: {answers or 'missed call'}",
+        about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
+        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_phone(session, conversation)}",
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
         key = _key(tenant, "opportunity", conversation_id, conversation.created_at)

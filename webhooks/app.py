@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTim
 
 from sync.runtime import Runtime
 from webhooks import api_routes, twilio_routes
+from webhooks.signature_log import SignatureFailures
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     """`broker_ping()` raises when the job queue is unreachable (readiness); None: no broker to check."""
     app = FastAPI(title="textback", version="0.1.0")
     app.state.runtime = runtime
+    app.state.signature_failures = SignatureFailures()  # rejected signatures, logged with their URL
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
 

@@ -53,6 +53,8 @@ async def _verified(request: Request, number_fields: tuple[str, ...]) -> Verifie
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not RequestValidator(sms.auth_token_for_signatures()).validate(url, form, signature):
+        request.app.state.signature_failures.report(tenant_id=tenant.id, checked_url=url, seen_url=str(request.url),
+                                      signed=bool(signature))
         raise HTTPException(403, "invalid or missing X-Twilio-Signature")
     return VerifiedRequest(tenant=tenant, form=form)
 

@@ -9,6 +9,13 @@ from typing import Any
 from core.engine import guardrails
 from core.engine.playbook import Playbook
 
+
+def headline(playbook: Playbook, answers: Mapping[str, Any]) -> str | None:
+    """The first answer as staff read it ("Family/divorce"): what a deal or matter is about, in its name."""
+    step = next((step for step in playbook.steps if step.id in answers), None)
+    return step.shown(str(answers[step.id])) if step is not None else None
+
+
 def answer_lines(answers: Mapping[str, Any]) -> list[str]:
     """The caller's answers as "question id: value", for CRM records and calendar events.
 

@@ -34,11 +34,17 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # The web process runs up to 40 requests at once in its thread pool and a worker 8 job threads plus the
     # relay: a pool of 5 + 10 (SQLAlchemy's default) made requests queue for a connection under load.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10)
+    return create_engine(normalized_url(url), pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10)
+
+
+def normalized_url(url: str) -> str:
+    """`postgres://` (Heroku, Render, many dashboards) and `postgresql://` both mean psycopg 3."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
 
 
 class Database:

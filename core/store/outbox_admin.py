@@ -21,6 +21,7 @@ class RowFilter:
     tenant_id: str | None = None
     kind: str | None = None
     ids: tuple[int, ...] = ()
+    since: datetime | None = None  # created at or after this instant
 
     def apply(self, query: Select) -> Select:
         query = query.where(OutboxRow.status.in_([s.value for s in self.statuses]))
@@ -30,6 +31,8 @@ class RowFilter:
             query = query.where(OutboxRow.kind == self.kind)
         if self.ids:
             query = query.where(OutboxRow.id.in_(self.ids))
+        if self.since is not None:
+            query = query.where(OutboxRow.created_at >= self.since)
         return query
 
 

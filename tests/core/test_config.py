@@ -24,7 +24,7 @@ tenants:
       sat: closed
     booking: {duration_minutes: 30}
     connectors:
-      sms: {type: twilio, account_sid: AC123, auth_token: env:TEST_TWILIO_TOKEN}
+      sms: {type: twilio, account_sid: AC0123456789abcdef0123456789abcdef, auth_token: env:TEST_TWILIO_TOKEN}
       crm: {type: hubspot, access_token: env:TEST_HUBSPOT_TOKEN}
 """
 
@@ -64,7 +64,7 @@ def test_an_unknown_vertical_is_reported_on_its_line(tmp_path):
 
     [problem] = _problems(path)
 
-    assert problem.startswith(f"{path}:4: tenants.0.vertical:")
+    assert problem.startswith(f"{path}:4:15: tenants.0.vertical:")
     assert "law" in problem and "real_estate" in problem
 
 
@@ -73,25 +73,25 @@ def test_a_missing_secret_names_the_variable_and_the_fix(tmp_path, monkeypatch):
 
     [problem] = _problems(_write(tmp_path, VALID))
 
-    assert ":16: " in problem
+    assert ":16:42: tenants.0.connectors.crm.access_token: " in problem
     assert "TEST_HUBSPOT_TOKEN is not set" in problem
 
 
 def test_an_inline_secret_is_refused(tmp_path):
     [problem] = _problems(_write(tmp_path, VALID.replace("env:TEST_TWILIO_TOKEN", "s3cr3t")))
 
-    assert ":15: " in problem and "inline secrets are not allowed" in problem
+    assert ":15:88: tenants.0.connectors.sms.auth_token: " in problem and "inline secrets are not allowed" in problem
 
 
 def test_an_unknown_connector_type_lists_the_installed_ones(tmp_path):
     [problem] = _problems(_write(tmp_path, VALID.replace("type: hubspot", "type: salesforce")))
 
-    assert ":16: " in problem and "salesforce" in problem and "hubspot" in problem
+    assert ":16:7: tenants.0.connectors.crm: " in problem and "salesforce" in problem and "hubspot" in problem
 
 
 def test_a_connector_under_the_wrong_role_says_where_it_belongs(tmp_path):
     text = VALID.replace("crm: {type: hubspot, access_token: env:TEST_HUBSPOT_TOKEN}",
-                         "crm: {type: twilio, account_sid: AC1, auth_token: env:TEST_TWILIO_TOKEN}")
+                         "crm: {type: twilio, account_sid: AC0123456789abcdef0123456789abcdef, auth_token: env:TEST_TWILIO_TOKEN}")
     [problem] = _problems(_write(tmp_path, text))
 
     assert "is a sms connector, not crm" in problem
@@ -104,9 +104,9 @@ def test_bad_hours_a_bad_zone_and_a_misspelt_key_are_all_reported(tmp_path):
     problems = _problems(_write(tmp_path, text))
 
     joined = "\n".join(problems)
-    assert ":5: tenants.0.timezone: unknown time zone 'America/Gotham'" in joined
+    assert ":5:15: tenants.0.timezone: unknown time zone 'America/Gotham'" in joined
     assert "write it as \"09:00-17:00\"" in joined
-    assert ":13: tenants.0.booking.duration_minute: is not a known setting" in joined
+    assert ":13:15: tenants.0.booking.duration_minute: is not a known setting; remove it or check its spelling (did you mean duration_minutes?)" in joined
 
 
 def test_dial_mode_without_staff_numbers_explains_both_fixes(tmp_path):
@@ -150,5 +150,5 @@ def test_a_playbook_override_that_patches_an_unknown_step_is_reported_on_its_lin
 """
     [problem] = _problems(_write(tmp_path, text))
 
-    assert problem.startswith(f"{tmp_path / 'tenants.yaml'}:17: tenants.0.playbook: playbook override")
+    assert problem.startswith(f"{tmp_path / 'tenants.yaml'}:19:15: tenants.0.playbook: playbook override")
     assert "favourite_colour" in problem and "steps are" in problem

@@ -25,8 +25,8 @@ def test_config_check_reports_every_problem_with_file_and_line_and_fails(tenants
     result = runner.invoke(app, ["config", "check", str(tenants_path)])
 
     assert result.exit_code == 1
-    assert f"{tenants_path}:4: tenants.0.vertical" in result.output
-    assert f"{tenants_path}:5: tenants.0.timezone: unknown time zone 'Mars/Olympus'" in result.output
+    assert f"{tenants_path}:4:13: tenants.0.vertical" in result.output
+    assert f"{tenants_path}:5:13: tenants.0.timezone: unknown time zone 'Mars/Olympus'" in result.output
     assert "2 problem(s)" in result.output
 
 

@@ -105,3 +105,21 @@ def test_replay_by_tenant_or_id_resets_only_those_rows(db):
 def test_done_rows_cannot_be_replayed(db):
     result = runner.invoke(app, ["outbox", "replay", "--all", "--status", "done"])
     assert result.exit_code == 2 and "only failed, dead or parked" in flat(result.output)
+
+
+def test_since_keeps_only_rows_created_from_that_date_on(db):
+    everything = runner.invoke(app, ["outbox", "list", "--since", "2031-05-06"])
+    nothing = runner.invoke(app, ["outbox", "list", "--since", "2031-05-07T00:00:00+00:00"])
+    replayed = runner.invoke(app, ["outbox", "replay", "--all", "--since", "2031-05-07", "--dry-run"])
+
+    assert everything.exit_code == 0 and everything.output.splitlines()[-1] == "4 failed/dead/parked row(s)"
+    assert nothing.exit_code == 0 and nothing.output.splitlines() == ["0 failed/dead/parked row(s)"]
+    assert replayed.output.strip() == "0 row(s) would be set back to pending"
+
+
+def test_list_by_id_shows_just_those_rows(db):
+    result = runner.invoke(app, ["outbox", "list", "--id", "1", "--id", "3"])
+
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[1:-1]] == ["1", "3"]
+    assert result.output.splitlines()[-1] == "2 failed/dead/parked row(s)"

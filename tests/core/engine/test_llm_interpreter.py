@@ -201,5 +201,5 @@ def test_a_tenants_file_chooses_the_llm_interpreter_and_refuses_an_inline_key(tm
     [loaded] = load_tenants(path).tenants
     assert loaded.interpreter.type == "llm" and loaded.interpreter.api_key.get_secret_value() == KEY
     path.write_text(tenant.replace("KEY", "sk-inline"))
-    with pytest.raises(ConfigError, match=r"tenants.yaml:13: .*inline secrets are not allowed"):
+    with pytest.raises(ConfigError, match=r"tenants.yaml:13:16: .*inline secrets are not allowed"):
         load_tenants(path)
