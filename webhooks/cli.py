@@ -23,6 +23,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(outbox_app, name="outbox")
 cli_connect.register(app)  # `connect`, `connectors list | rotate-keys | new-key`
+from webhooks import cli_report; cli_report.register(app)  # noqa: E702  `report` (one line: see webhooks/cli_report.py)
 
 
 def _runtime(settings: Settings, **kwargs):

@@ -66,6 +66,7 @@ class Lead(Base):
 
 class Call(Base):
     __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_tenant_created", "tenant_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -121,6 +122,7 @@ class Message(Base):
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(20))  # received | queued | sent | delivered | undelivered | failed | suppressed
     purpose: Mapped[str | None] = mapped_column(String(30))  # first | reply | followup | handoff | help | opt_out ...
+    template: Mapped[str | None] = mapped_column(String(40))  # the template a first text came from (first_in_hours ...)
     error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
