@@ -7,6 +7,9 @@ into Outlook (Microsoft Graph, tokens through msal) and logs to Clio Manage.
 Everything goes through the real paths: signed Twilio webhooks over HTTP, the outbox and
 Dramatiq actors (in-process worker), the official SDKs or httpx talking to the sandbox
 emulators. Exit 0 only if every booking landed in both the calendar and the CRM.
+
+The outcomes are stored in `TEXTBACK_DATABASE_URL` when it is set (a temporary SQLite file
+otherwise), so `textback report` and `textback serve`'s pages show them afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from core.booking import candidate_starts, label
 from core.config import Tenant, load_tenants
 from core.store.db import Database
 from core.store.migrate import upgrade
-from core.store.tables import Booking
+from core.store.tables import Booking, Call
 from sandbox.phone import SandboxPhone
 from sandbox.stack import SandboxStack
 from sync.embedded import Embedded
@@ -76,16 +79,21 @@ def demo_tenant(stack: SandboxStack, business: DemoBusiness) -> dict:
     }
 
 
-def run_demo(*, echo: Callable[[str], None] = print) -> int:
+def run_demo(*, echo: Callable[[str], None] = print, database_url: str | None = None) -> int:
     calendars = tuple(b.calendar for b in BUSINESSES)
+    database_url = database_url or os.environ.get("TEXTBACK_DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="textback-demo-") as workdir, \
             SandboxStack.start(calendars=calendars) as stack:
         os.environ.update(stack.env)
         tenants_path = Path(workdir) / "tenants.yaml"
         tenants_path.write_text(yaml.safe_dump({"tenants": [demo_tenant(stack, b) for b in BUSINESSES]},
                                                sort_keys=False))
-        db = Database(f"sqlite:///{Path(workdir) / 'textback.db'}")
+        db = Database(database_url or f"sqlite:///{Path(workdir) / 'textback.db'}")
         upgrade(db.engine)
+        if _holds_a_demo_run(db):
+            echo(f"{database_url} already holds a demo run (calls of {BUSINESSES[0].tenant_id}); the demo's callers "
+                 "would be skipped for the cooldown. Point TEXTBACK_DATABASE_URL at a new database.")
+            return 2
         tenants = load_tenants(tenants_path, validate_connector=validate_connector)
         echo("textback demo: two law firms, one missed call each, everything on loopback")
         for line in stack.describe()[:5]:
@@ -106,11 +114,19 @@ def run_demo(*, echo: Callable[[str], None] = print) -> int:
                 textback.drain()
                 results.append(_verdict(echo, stack, db, business))
         echo("")
+        if database_url:
+            echo(f"The outcomes are in {database_url}: `textback report` shows the funnel.")
         if all(results):
             echo("✅ Booked twice: each event is in the staff calendar and each meeting is on the CRM contact.")
             return 0
         echo("❌ A booking did not land in both the calendar and the CRM.")
         return 1
+
+
+def _holds_a_demo_run(db: Database) -> bool:
+    with db.transaction() as session:
+        return session.scalar(select(Call.id).where(Call.tenant_id.in_([b.tenant_id for b in BUSINESSES]))
+                              .limit(1)) is not None
 
 
 def _story(echo, stack: SandboxStack, textback: Embedded, phone: SandboxPhone, business: DemoBusiness) -> None:
