@@ -147,8 +147,10 @@ def missed_call_outcomes(session: Session, *, tenant_ids: list[str] | None = Non
     ).all()
     if not calls:
         return []
-    conversations = {row.call_id: row for row in session.scalars(
-        select(Conversation).where(Conversation.call_id.in_(call_ids)))}
+    conversations = {row.call_id: row for row in session.execute(
+        select(Conversation.id, Conversation.call_id, Conversation.state, Conversation.outcome, Conversation.answers,
+               Conversation.followups_sent, Conversation.paused, Conversation.handoff_summary)
+        .where(Conversation.call_id.in_(call_ids)))}
     conversation_ids = select(Conversation.id).where(Conversation.call_id.in_(call_ids))
     lead_ids = select(Call.lead_id).where(Call.id.in_(call_ids))
     texts = _first_texts(session, conversation_ids)

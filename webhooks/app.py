@@ -1,4 +1,4 @@
-"""The FastAPI application: Twilio webhooks, the API, health and readiness.
+"""The FastAPI application: Twilio webhooks, the API, health, readiness and /metrics.
 
 Outages answer as the delivery contract says (README "How it works"): with the job queue down a
 webhook still answers (its rows are committed; the relay sends them later); with the database down
@@ -8,12 +8,14 @@ it answers 503 with Retry-After, so Twilio and API clients retry, never 200 with
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
+from sync import metrics
 from sync.runtime import Runtime
 from webhooks import api_routes, twilio_routes
 
@@ -28,6 +30,21 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.WEBHOOK_SECONDS.labels(getattr(route, "path", "unmatched"), request.method,
+                                       str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; the outbox depth is read from the database now."""
+        body, content_type = metrics.scrape(request.app.state.runtime.db)
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
