@@ -11,13 +11,13 @@ import logging
 import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
 from sync import metrics
 from sync.runtime import Runtime
-from webhooks import api_routes, twilio_routes
+from webhooks import admin, api_routes, twilio_routes
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(admin.routes.SignInRequired)
+    async def sign_in_first(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/admin/login", status_code=303)
 
     @app.middleware("http")
     async def time_requests(request: Request, call_next):

@@ -24,6 +24,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(outbox_app, name="outbox")
 cli_connect.register(app)  # `connect`, `connectors list | rotate-keys | new-key`
 from webhooks import cli_report; cli_report.register(app)  # noqa: E702  `report` (one line: see webhooks/cli_report.py)
+from webhooks import cli_admin; cli_admin.register(app)  # noqa: E702  `admin add-user` (webhooks/cli_admin.py)
 
 
 def _runtime(settings: Settings, **kwargs):
