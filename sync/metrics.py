@@ -2,9 +2,9 @@
 
 Counters and histograms live in this process (prometheus-client's default registry): the web
 process counts webhooks and missed calls, the process that runs jobs counts texts, retries, 429s,
-dead rows and connector errors. On one box (`sync/embedded.py`) that is the same process;
-`textback worker --metrics-port N` serves a worker's own. The outbox depth is read from the
-database at each scrape, so every process shows the same one.
+dead rows and connector errors. On one box (`sync/embedded.py`) that is one process and
+`/metrics` shows all of them; a separate `textback worker` does not serve its counters yet.
+The outbox depth is read from the database at each scrape, so every process shows the same one.
 
 Labels stay bounded: tenant ids, job kinds, connector roles and error classes, never a phone
 number, a call sid or a message body.

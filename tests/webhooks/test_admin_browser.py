@@ -133,3 +133,32 @@ def test_a_wrong_password_and_an_unknown_email_read_the_same(two_firms, browser)
         browser.find_element(By.ID, "sign-in").click()
         assert "do not match an account" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
         assert browser.current_url.endswith("/admin/login?failed=1")
+
+
+def test_statuses_without_a_browser_404_for_another_tenant_403_without_csrf_303_when_signed_out(two_firms):
+    from sqlalchemy import select as sql_select
+
+    from core.store.tables import Lead
+
+    textback = two_firms
+    with textback.runtime.db.transaction() as session:
+        lead = Lead(tenant_id="smith-law", phone=CALLER)
+        session.add(lead)
+        session.flush()
+        session.add(Conversation(tenant_id="smith-law", lead_id=lead.id, business_number=BUSINESS, playbook="law",
+                                 state="asking", answers={}, offered_slots=[]))
+    with textback.runtime.db.transaction() as session:
+        conversation_id = session.scalar(sql_select(Conversation.id))
+    with httpx.Client(base_url=textback.url, timeout=10) as http:
+        assert http.get("/admin/conversations").status_code == 303  # signed out: to the sign-in page
+        assert http.post("/admin/login", data={"email": OWNER, "password": PASSWORD}).status_code == 403  # no CSRF
+        form = http.get("/admin/login")
+        csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert http.post("/admin/login", data={"email": OTHER, "password": PASSWORD, "csrf": csrf}).status_code == 303
+        assert http.get(f"/admin/conversations/{conversation_id}").status_code == 404
+        assert http.get(f"/admin/conversations/{conversation_id + 1000}").status_code == 404
+        assert http.get("/admin?tenant=smith-law").status_code == 404
+        page = http.get("/admin/conversations")
+        assert page.status_code == 200 and CALLER not in page.text
+        assert http.post(f"/admin/conversations/{conversation_id}/reply", data={"body": "hi"}).status_code == 403
+        assert http.get("/admin/conversations?since=yesterday").status_code == 422

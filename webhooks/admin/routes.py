@@ -31,7 +31,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters.update(
     pct=lambda rate: "-" if rate is None else f"{rate * 100:.0f}%",
-    secs=lambda seconds: "-" if seconds is None else f"{seconds:g} s",
+    secs=lambda seconds: "-" if seconds is None else f"{seconds:.1f} s",
     when=lambda moment: "-" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC",
 )
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "textback_admin", "textback_login_csrf"
