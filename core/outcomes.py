@@ -317,7 +317,7 @@ def _open_jobs(session: Session, *, tenant_ids: list[str] | None, since: datetim
     rows = list(session.scalars(query))
     message_ids = [row.payload["message_id"] for row in rows if "message_id" in (row.payload or {})]
     message_conversation = dict(session.execute(
-        select(Message.id, Message.conversation_id).where(Message.id.in_(message_ids)))) if message_ids else {}
+        select(Message.id, Message.conversation_id).where(Message.id.in_(message_ids))).all()) if message_ids else {}
     jobs = _Jobs()
     for row in rows:
         job = OpenJob(row.id, row.kind, row.status, row.attempts, _one_line(row.last_error))

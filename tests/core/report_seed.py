@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import select
+
 from core.store.db import Database
 from core.store.tables import Booking, Call, Conversation, ExternalId, Lead, Message, OptOutEvent, OutboxRow
 
@@ -120,6 +122,9 @@ def seed_known_report(db: Database) -> dict[str, int]:
         c = s.conversation(a3, template="first_after_hours", first_after=30, first_status="undelivered",
                            first_error=30003, followups=1)
         ids["a3_conversation"] = c.id
+        first = session.scalar(select(Message.id).where(Message.conversation_id == c.id))
+        s.outbox("alpha", "send_sms", f"sms:{first}:resend", created=at(7300), payload={"message_id": first},
+                 status="failed", error="Rejected: twilio 400 21610")
 
         s.call("alpha", base=at(7300), skip="cooldown")
         s.call("alpha", base=at(7400), skip="opted_out")

@@ -96,6 +96,8 @@ def test_each_outcome_carries_times_booking_sync_and_handoff(any_db):
     failed = next(o for o in outcomes.values() if o.conversation_id == ids["a3_conversation"])
     assert failed.source == "forwarded" and failed.followups_sent == 1
     assert [(f.status, f.error_code) for f in failed.delivery_failures] == [("undelivered", 30003)]
+    assert failed.sync_status == "failed"  # a send job tied to the call through its message
+    assert [(j.kind, j.error) for j in failed.open_jobs] == [("send_sms", "Rejected: twilio 400 21610")]
     api = [o for o in outcomes.values() if o.source == "api"]
     assert len(api) == 1 and api[0].opted_out_at == at(9100) and api[0].opt_out_source == "sms_keyword"
 

@@ -29,7 +29,8 @@ def two_firms(tmp_path, stack, sqlite_db, monkeypatch):
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     other = tenant_yaml(stack, id="other-firm", name="Other Firm", phone_numbers=["+15550007777"],
-                        forward_to=["+15550008888"])
+                        forward_to=["+15550008888"],  # and a calendar id that does not exist
+                        connectors=stack.connectors_yaml(calendars=["intake@otherfirm.example"]))
     path = tmp_path / "tenants.yaml"
     path.write_text(yaml.safe_dump({"tenants": [tenant_yaml(stack), other]}, sort_keys=False))
     tenants = load_tenants(path, validate_connector=validate_connector)
@@ -162,3 +163,23 @@ def test_statuses_without_a_browser_404_for_another_tenant_403_without_csrf_303_
         assert page.status_code == 200 and CALLER not in page.text
         assert http.post(f"/admin/conversations/{conversation_id}/reply", data={"body": "hi"}).status_code == 403
         assert http.get("/admin/conversations?since=yesterday").status_code == 422
+
+
+def test_test_connection_names_a_calendar_that_does_not_exist(two_firms):
+    with httpx.Client(base_url=two_firms.url, timeout=10, follow_redirects=True) as http:
+        form = http.get("/admin/login")
+        csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        http.post("/admin/login", data={"email": OTHER, "password": PASSWORD, "csrf": csrf})
+        page = http.get("/admin/connectors")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        checked = http.post("/admin/connectors/other-firm/test", data={"csrf": csrf})
+        assert checked.status_code == 200
+        assert "calendar FAILED" in checked.text and "intake@otherfirm.example" in checked.text
+        assert http.post("/admin/connectors/smith-law/test", data={"csrf": csrf}).status_code == 404
+    with httpx.Client(base_url=two_firms.url, timeout=10, follow_redirects=True) as http:
+        form = http.get("/admin/login")
+        csrf = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        http.post("/admin/login", data={"email": OWNER, "password": PASSWORD, "csrf": csrf})
+        csrf = http.get("/admin/connectors").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        checked = http.post("/admin/connectors/smith-law/test", data={"csrf": csrf})
+        assert "calendar ok" in checked.text, checked.text[-2000:]

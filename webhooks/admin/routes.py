@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -193,7 +194,7 @@ def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(curre
                               now=runtime.now(), pending=pending)
     runtime.dispatch(pending.ids)
     note = refused or "sent: the reply is queued and the bot is paused for this conversation"
-    return RedirectResponse(f"/admin/conversations/{conversation_id}?note={note}", status_code=303)
+    return RedirectResponse(f"/admin/conversations/{conversation_id}?note={quote(note)}", status_code=303)
 
 
 @router.get("/connectors", response_class=HTMLResponse)
@@ -225,6 +226,20 @@ def connectors(request: Request, viewer: Viewer = Depends(current_viewer), tenan
     return _page(request, "connectors.html", viewer, health=health, tenant=tenant, note=note)
 
 
+@router.post("/connectors/{tenant_id}/test")
+def test_connection(request: Request, tenant_id: str, viewer: Viewer = Depends(current_viewer),
+                    csrf: str = Form("")) -> Response:
+    from sync.connection_check import check_connections
+
+    check_csrf(viewer, csrf)
+    runtime = runtime_of(request)
+    [tenant_id] = _chosen(runtime, viewer, tenant_id)
+    results = check_connections(runtime, runtime.tenants.get(tenant_id))
+    note = f"{tenant_id}: " + "; ".join(
+        f"{r.role} {'ok' if r.ok else 'FAILED' if r.ok is False else 'not checked'} ({r.detail})" for r in results)
+    return RedirectResponse(f"/admin/connectors?note={quote(note)}", status_code=303)
+
+
 @router.post("/outbox/{outbox_id}/replay")
 def replay_row(request: Request, outbox_id: int, viewer: Viewer = Depends(current_viewer),
                csrf: str = Form("")) -> Response:
@@ -237,7 +252,7 @@ def replay_row(request: Request, outbox_id: int, viewer: Viewer = Depends(curren
         ids = replay(session, RowFilter(statuses=tuple(REPLAYABLE), ids=(outbox_id,)))
     runtime.dispatch(ids)
     note = f"row {outbox_id} is queued again" if ids else f"row {outbox_id} was not failed, dead or parked"
-    return RedirectResponse(f"/admin/connectors?note={note}", status_code=303)
+    return RedirectResponse(f"/admin/connectors?note={quote(note)}", status_code=303)
 
 
 @router.get("/opt-outs", response_class=HTMLResponse)
