@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
-from sync import metrics
+from sync import logs, metrics
 from sync.runtime import Runtime
 from webhooks import admin, api_routes, twilio_routes
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("textback.access")
 
 DATABASE_RETRY_AFTER = "5"
 
@@ -37,12 +39,27 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
         return RedirectResponse("/admin/login", status_code=303)
 
     @app.middleware("http")
-    async def time_requests(request: Request, call_next):
+    async def time_and_log_requests(request: Request, call_next):
+        """Times every request for /metrics and logs one line with its request id (echoed as X-Request-Id)."""
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.WEBHOOK_SECONDS.labels(getattr(route, "path", "unmatched"), request.method,
-                                       str(response.status_code)).observe(time.perf_counter() - started)
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if incoming.isascii() and 0 < len(incoming) <= 64 else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            metrics.WEBHOOK_SECONDS.labels(route, request.method, str(response.status_code)).observe(seconds)
+            tenant_token = logs.tenant.set(getattr(request.state, "tenant_id", None))
+            sid_token = logs.call_sid.set(getattr(request.state, "call_sid", None))
+            access.info("%s %s %s", request.method, route, response.status_code,
+                        extra={"route": route, "method": request.method, "status": response.status_code,
+                               "ms": round(seconds * 1000, 1)})
+            logs.tenant.reset(tenant_token)
+            logs.call_sid.reset(sid_token)
+        finally:
+            logs.request_id.reset(token)
+        response.headers["X-Request-Id"] = rid
         return response
 
     @app.get("/metrics", include_in_schema=False)

@@ -123,13 +123,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     from sync.broker import make_broker, ping_for
     from webhooks.app import create_app
 
+    from sync.logs import configure_logging
+
+    configure_logging()
     settings = Settings()
     broker = make_broker(settings.redis_url)
     actors.bind(broker)
     runtime = _runtime(settings)
     runtime.dispatcher = actors.DramatiqDispatcher(runtime)
     _require_schema(runtime)
-    uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True)
+    uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True,
+                log_config=None, access_log=False)  # our JSON lines (sync/logs.py) carry the access log
 
 
 @app.command()
@@ -137,9 +141,10 @@ def worker(threads: int = typer.Option(8, help="worker threads in this process")
            relay_interval: Optional[float] = typer.Option(
                None, help="seconds between outbox relay passes (default TEXTBACK_RELAY_INTERVAL, 5)")) -> None:
     """Run a Dramatiq worker for the outbox against TEXTBACK_REDIS_URL, plus the outbox relay."""
+    from sync.logs import configure_logging
     from sync.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = Settings()
 
     def make_runtime():

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import yaml
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from connectors.registry import validate_connector
@@ -55,6 +56,7 @@ def sign_in(browser, url: str, email: str) -> None:
     browser.find_element(By.ID, "email").send_keys(email)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "sign-in").click()
+    WebDriverWait(browser, 10).until(lambda b: b.current_url.rstrip("/").endswith("/admin"))
 
 
 def test_an_owner_runs_the_day_from_the_admin_pages(two_firms, stack, browser):
