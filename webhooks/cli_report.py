@@ -157,7 +157,7 @@ def _print_calls(outcomes, output: Format) -> None:
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _percent(rate: float | None) -> str:
