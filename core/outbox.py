@@ -92,11 +92,12 @@ def log_conversation_later(session: Session, conversation: Conversation, pending
 
 
 def queue_text(session: Session, *, conversation: Conversation, body: str, pending: Pending,
-               purpose: str = "reply", not_before: datetime | None = None, call_id: int | None = None) -> Message:
+               purpose: str = "reply", not_before: datetime | None = None, call_id: int | None = None,
+               template: str | None = None) -> Message:
     """An outbound text in the conversation's transcript, and the outbox row that sends it."""
     from core.store.repo import add_outbound  # repo reads conversation phases; import late to stay acyclic
 
-    message = add_outbound(session, conversation=conversation, body=body, purpose=purpose)
+    message = add_outbound(session, conversation=conversation, body=body, purpose=purpose, template=template)
     payload = {"message_id": message.id} | ({"call_id": call_id} if call_id is not None else {})
     pending.add(session, tenant_id=conversation.tenant_id, kind=Kind.send_sms, key=f"sms:{message.id}",
                 payload=payload, not_before=not_before)

@@ -70,3 +70,21 @@ def _tell_staff(session: Session, tenant: Tenant, staff_phone: str, called: str,
                 pending: Pending) -> None:
     pending.add(session, tenant_id=tenant.id, kind=Kind.notify_staff, key=f"{key}:notice",
                 payload={"to": staff_phone, "from": called, "body": text})
+
+
+def admin_reply(session: Session, *, tenant: Tenant, conversation: Conversation, by: str, text: str, now: datetime,
+                pending: Pending) -> str | None:
+    """A reply typed in /admin: the bot is paused and the text goes out through the outbox.
+
+    Returns why it was not sent (the caller opted out, nothing to send), or None when queued.
+    """
+    take_over(session, conversation=conversation, by=by, now=now, pending=pending)
+    text = text.strip()
+    if not text:
+        return "the reply is empty; the conversation is paused"
+    if session.get(Lead, conversation.lead_id).opted_out_at is not None:
+        return "not sent: the caller opted out of texts"
+    message = add_outbound(session, conversation=conversation, body=text, purpose="staff")
+    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"admin-reply:{message.id}",
+                payload={"message_id": message.id})
+    return None

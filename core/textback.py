@@ -154,7 +154,7 @@ def start_conversation(
     session.add(conversation)
     session.flush()
     queue_text(session, conversation=conversation, body=text, purpose=purpose, pending=pending, call_id=call_id,
-               not_before=not_before)
+               not_before=not_before, template=situation)
     return conversation
 
 

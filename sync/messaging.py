@@ -8,6 +8,8 @@ from core.config import Tenant
 from core.jobs import Defer, FollowupJob, NotifyStaffJob, SendSMSJob, Skip
 from core.models import OutboundSMS
 from core.outbox import Deferred, Pending
+from core.store.tables import Call, Message
+from sync import metrics
 from sync.runtime import Runtime
 
 # A first text with a line-type lookup takes two vendor calls, each its own step.
@@ -62,9 +64,15 @@ def _send(runtime: Runtime, tenant: Tenant, provider: SMSProvider, job: SendSMSJ
 
 
 def _record_sent(runtime: Runtime, tenant: Tenant, job: SendSMSJob, sent, pending: Pending) -> None:
+    now = runtime.now()
     with runtime.db.transaction() as session:
-        sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=runtime.now(), pending=pending)
-        pending.complete_job(session, runtime.now())
+        sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=now, pending=pending)
+        purpose = session.get(Message, job.message_id).purpose or "reply"
+        call = session.get(Call, job.call_id) if job.call_id is not None and purpose == "first" else None
+        pending.complete_job(session, now)
+    metrics.TEXTS_SENT.labels(tenant.id, purpose).inc()
+    if call is not None:
+        metrics.FIRST_TEXT_SECONDS.labels(tenant.id).observe(max((now - call.created_at).total_seconds(), 0.0))
 
 
 def send_followup(runtime: Runtime, tenant: Tenant, job: FollowupJob, pending: Pending) -> None:
@@ -79,6 +87,7 @@ def notify_staff(runtime: Runtime, tenant: Tenant, job: NotifyStaffJob, pending:
     provider, sms = _provider(runtime, tenant), OutboundSMS(to=job.to, from_=job.from_, body=job.body)
     if provider.find_sent(sms, known_ids=frozenset()) is None:
         provider.send(sms)
+        metrics.TEXTS_SENT.labels(tenant.id, "notify_staff").inc()
 
 
 def _provider(runtime: Runtime, tenant: Tenant) -> SMSProvider:

@@ -28,6 +28,7 @@ from core.jobs import CALLER_WAITING, JobPayload, OutboxStatus, parse_payload
 from core.outbox import Deferred, Kind, Pending
 from core.store import connections
 from core.store.tables import OutboxRow
+from sync import metrics
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,18 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
     except Deferred as exc:
         _defer(runtime, outbox_id, exc)
     except AuthExpired as exc:
+        metrics.connector_failed(tenant=tenant_id, role=role, exc=exc)
         _finish(runtime, outbox_id, OutboxStatus.parked, f"needs re-auth: {exc}")
         with runtime.db.transaction() as session:
             connections.mark_needs_reauth(session, tenant_id=tenant_id, role=role, reason=str(exc), now=runtime.now())
         _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} connection needs re-authorising ({exc})")
     except Rejected as exc:
+        metrics.connector_failed(tenant=tenant_id, role=role, exc=exc)
         _finish(runtime, outbox_id, OutboxStatus.failed, f"rejected: {exc}")
         _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} refused the request ({exc})")
     except Exception as exc:
+        metrics.connector_failed(tenant=tenant_id, role=role, exc=exc)
+        metrics.JOB_RETRIES.labels(kind.value, type(exc).__name__).inc()
         _release(runtime, outbox_id, _describe(exc))
         runtime.dispatch(pending)  # what the step committed before it failed still goes out
         raise
@@ -107,6 +112,7 @@ def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:
         kind, tenant_id, raw, last = Kind(row.kind), row.tenant_id, dict(row.payload), row.last_error
     error = f"{reason}; last error: {last}" if last else reason
     _finish(runtime, outbox_id, OutboxStatus.dead, error)
+    metrics.DEAD_ROWS.labels(kind.value).inc()
     tenant = runtime.tenants.get(tenant_id)
     if tenant is not None:
         _tell_waiting_caller(runtime, tenant, kind, parse_payload(kind, raw), error)

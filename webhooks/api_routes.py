@@ -18,6 +18,7 @@ from core import handoff, textback
 from core.config import Tenant, to_e164
 from core.outbox import Pending
 from core.store.tables import Conversation
+from sync import metrics
 from sync.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -94,6 +95,7 @@ async def report_missed_call(report: MissedCallReport, request: Request,
         return outcome
 
     outcome = await run_in_threadpool(work)
+    metrics.missed_call(tenant=tenant.id, outcome=outcome)
     return MissedCallResult(call_id=outcome.call_id, texted=outcome.texted, skip_reason=outcome.skip_reason,
                             duplicate=outcome.duplicate)
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: Twilio webhooks, the API, health and readiness.
+"""The FastAPI application: Twilio webhooks, the API, health, readiness and /metrics.
 
 Outages answer as the delivery contract says (README "How it works"): with the job queue down a
 webhook still answers (its rows are committed; the relay sends them later); with the database down
@@ -8,17 +8,21 @@ it answers 503 with Retry-After, so Twilio and API clients retry, never 200 with
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
+from sync import logs, metrics
 from sync.runtime import Runtime
-from webhooks import api_routes, twilio_routes
+from webhooks import admin, api_routes, twilio_routes
 from webhooks.signature_log import SignatureFailures
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("textback.access")
 
 DATABASE_RETRY_AFTER = "5"
 
@@ -30,6 +34,41 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.state.signature_failures = SignatureFailures()  # rejected signatures, logged with their URL
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(admin.routes.SignInRequired)
+    async def sign_in_first(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/admin/login", status_code=303)
+
+    @app.middleware("http")
+    async def time_and_log_requests(request: Request, call_next):
+        """Times every request for /metrics and logs one line with its request id (echoed as X-Request-Id)."""
+        started = time.perf_counter()
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if incoming.isascii() and 0 < len(incoming) <= 64 else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            metrics.WEBHOOK_SECONDS.labels(route, request.method, str(response.status_code)).observe(seconds)
+            tenant_token = logs.tenant.set(getattr(request.state, "tenant_id", None))
+            sid_token = logs.call_sid.set(getattr(request.state, "call_sid", None))
+            access.info("%s %s %s", request.method, route, response.status_code,
+                        extra={"route": route, "method": request.method, "status": response.status_code,
+                               "ms": round(seconds * 1000, 1)})
+            logs.tenant.reset(tenant_token)
+            logs.call_sid.reset(sid_token)
+        finally:
+            logs.request_id.reset(token)
+        response.headers["X-Request-Id"] = rid
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; the outbox depth is read from the database now."""
+        body, content_type = metrics.scrape(request.app.state.runtime.db)
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

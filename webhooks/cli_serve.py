@@ -15,8 +15,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up lines say nothing to an operator
+    """JSON lines by default (TEXTBACK_LOG_FORMAT=text for the human format), numbers and secrets masked;
+    chatty libraries (alembic's set-up lines, httpx URLs with account ids) kept at WARNING (sync/logs.py)."""
+    from sync.logs import configure_logging
+
+    configure_logging()
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +46,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="interface to listen on (0.
     for line in webhook_urls(runtime, listening=f"http://{host}:{port}"):
         typer.echo(line)
     uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True,
-                log_config=None)
+                log_config=None, access_log=False)  # our JSON lines (sync/logs.py) carry the access log
     runtime.dispatcher.close()  # writes the last batch of "enqueued" notes
 
 

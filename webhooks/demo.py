@@ -7,6 +7,9 @@ into Outlook (Microsoft Graph, tokens through msal) and logs to Clio Manage.
 Everything goes through the real paths: signed Twilio webhooks over HTTP, the outbox and
 Dramatiq actors (in-process worker), the official SDKs or httpx talking to the sandbox
 emulators. Exit 0 only if every booking landed in both the calendar and the CRM.
+
+The outcomes are stored in `TEXTBACK_DATABASE_URL` when it is set (a temporary SQLite file
+otherwise), so `textback report` and `textback serve`'s pages show them afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import yaml
 from sqlalchemy import func, select
 
 from connectors.registry import validate_connector
+from core import redact
 from core.booking import candidate_starts, label
 from core.config import Tenant, load_tenants
 from core.store.db import Database
@@ -88,10 +92,12 @@ def sandbox_tenants(stack: SandboxStack) -> list[dict]:
     return [{**demo_tenant(stack, b), "quiet_hours": {"start": "00:00", "end": "23:59"}} for b in BUSINESSES]
 
 
-def run_demo(*, echo: Callable[[str], None] = print, on_start: Callable[[SandboxStack], None] | None = None) -> int:
+def run_demo(*, echo: Callable[[str], None] = print, on_start: Callable[[SandboxStack], None] | None = None,
+             database_url: str | None = None) -> int:
     """Tell the story; 0 only if every booking landed in both the calendar and the CRM. `on_start` sees the
     stack once it runs (the secrets test reads the credentials it must never find in the output)."""
     calendars = tuple(b.calendar for b in BUSINESSES)
+    database_url = database_url or os.environ.get("TEXTBACK_DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="textback-demo-") as workdir, \
             SandboxStack.start(calendars=calendars) as stack:
         if on_start is not None:
@@ -100,8 +106,12 @@ def run_demo(*, echo: Callable[[str], None] = print, on_start: Callable[[Sandbox
         tenants_path = Path(workdir) / "tenants.yaml"
         tenants_path.write_text(yaml.safe_dump({"tenants": [demo_tenant(stack, b) for b in BUSINESSES]},
                                                sort_keys=False))
-        db = Database(f"sqlite:///{Path(workdir) / 'textback.db'}")
+        db = Database(database_url or f"sqlite:///{Path(workdir) / 'textback.db'}")
         upgrade(db.engine)
+        if _holds_a_demo_run(db):
+            echo(f"{redact.mask_url(database_url)} already holds a demo run (calls of {BUSINESSES[0].tenant_id}); the demo's callers "
+                 "would be skipped for the cooldown. Point TEXTBACK_DATABASE_URL at a new database.")
+            return 2
         tenants = load_tenants(tenants_path, validate_connector=validate_connector)
         echo("textback demo: two law firms each miss a call. textback texts the callers back within seconds,")
         echo("asks a few questions, books them into the firm's calendar and records everything in its CRM.")
@@ -123,6 +133,8 @@ def run_demo(*, echo: Callable[[str], None] = print, on_start: Callable[[Sandbox
                 results.append(_verdict(echo, stack, db, business, tenant))
         echo("")
         echo(funnel(db, first_text_seconds))
+        if database_url:
+            echo(f"The outcomes are in {redact.mask_url(database_url)}: `textback report` shows the funnel.")
         if all(results):
             echo("✅ Both callers are booked: each appointment is in the firm's calendar and on the caller's CRM record.")
             return 0
@@ -146,6 +158,12 @@ def funnel(db: Database, first_text_seconds: list[float]) -> str:
     timing = f", first text within {max(first_text_seconds):.2f} s of the missed call" if first_text_seconds else ""
     return (f"{missed} missed call{plural} → {texted} texted → {replied} replied → {qualified} qualified → "
             f"{len(booked_ids)} booked{timing}")
+
+
+def _holds_a_demo_run(db: Database) -> bool:
+    with db.transaction() as session:
+        return session.scalar(select(Call.id).where(Call.tenant_id.in_([b.tenant_id for b in BUSINESSES]))
+                              .limit(1)) is not None
 
 
 def _story(echo, stack: SandboxStack, textback: Embedded, phone: SandboxPhone, business: DemoBusiness) -> float:

@@ -45,6 +45,8 @@ async def _verified(request: Request, number_fields: tuple[str, ...]) -> Verifie
     tenant = next((t for t in map(runtime.tenants.by_number, numbers) if t is not None), None)
     if tenant is None:
         raise HTTPException(404, f"no tenant owns the number {numbers[0]}; add it to a tenant's phone_numbers")
+    # For the request's log line (webhooks/app.py); set before the signature check so a forgery is attributed too.
+    request.state.tenant_id, request.state.call_sid = tenant.id, form.get("CallSid") or form.get("MessageSid")
     sms = runtime.sms(tenant)
     if sms is None:
         raise HTTPException(404, f"tenant {tenant.id} has no sms connector configured")

@@ -13,6 +13,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from core import inbound, textback, voicemail
 from core.config import Tenant
 from core.outbox import Pending
+from sync import metrics
 from sync.runtime import Runtime
 from webhooks.twilio_auth import VerifiedRequest, require, verified_status_callback, verified_twilio_request
 
@@ -54,6 +55,7 @@ async def voice(request: Request, verified: VerifiedRequest = Depends(verified_t
     if tenant.missed_call.mode == "forwarded":
         outcome = await run_in_threadpool(_in_transaction, runtime, lambda s, p: textback.forwarded_call(
             s, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=runtime.now(), pending=p))
+        metrics.missed_call(tenant=tenant.id, outcome=outcome)
         return _twiml(_missed_answer(tenant, texted=outcome.texted))
     await run_in_threadpool(_in_transaction, runtime, lambda s, p: textback.call_started(
         s, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=runtime.now()))
@@ -96,6 +98,7 @@ async def dial_complete(request: Request, verified: VerifiedRequest = Depends(ve
         s, tenant=tenant, call_sid=call_sid, caller=caller, called=called, dial_status=status,
         answered_by=form.get("AnsweredBy") or None, duration=_int(form, "DialCallDuration"),
         now=runtime.now(), pending=p))
+    metrics.missed_call(tenant=tenant.id, outcome=outcome)
     if not outcome.missed:
         response = VoiceResponse()
         response.hangup()

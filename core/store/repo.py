@@ -54,7 +54,8 @@ def reachable_conversation(session: Session, *, lead_id: int, now: datetime) -> 
     )
 
 
-def add_outbound(session: Session, *, conversation: Conversation, body: str, purpose: str = "reply") -> Message:
+def add_outbound(session: Session, *, conversation: Conversation, body: str, purpose: str = "reply",
+                 template: str | None = None) -> Message:
     message = Message(
         tenant_id=conversation.tenant_id,
         conversation_id=conversation.id,
@@ -64,6 +65,7 @@ def add_outbound(session: Session, *, conversation: Conversation, body: str, pur
         body=body,
         status="queued",
         purpose=purpose,
+        template=template,
     )
     session.add(message)
     session.flush()

@@ -42,11 +42,11 @@ def test_the_demo_tells_a_story_ends_with_the_funnel_and_shows_no_secret_in_outp
     assert not SECRET_SHAPES.search(output + logs)
 
 
-def test_the_demo_as_a_command_exits_0_and_its_verbose_log_has_no_secret_shapes():
+def test_the_demo_as_a_command_exits_0_and_its_verbose_log_has_no_secret_shapes(tmp_path):
     textback = str(Path(sys.executable).with_name("textback"))
 
     completed = subprocess.run([textback, "demo", "--verbose"], capture_output=True, text=True, timeout=240,
-                               env={**os.environ, "TEXTBACK_DATABASE_URL": "sqlite://"})
+                               env={**os.environ, "TEXTBACK_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"})
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "HTTP Request" in completed.stderr  # the log is there, redacted
