@@ -93,7 +93,57 @@ def test_a_caller_who_texts_after_a_handoff_is_not_asked_the_questions_again(sql
     cid = text(sqlite_db, tenant, "hi")
     text(sqlite_db, tenant, "get me a real person")
     assert text(sqlite_db, tenant, "ok thanks") == cid
-    assert "will follow up" in last_reply(sqlite_db, cid)
+    assert "passed that on" in last_reply(sqlite_db, cid)
+    assert conversation(sqlite_db, cid).state == "handoff"
+
+
+def outbound(db, conversation_id: int) -> list[str]:
+    with db.transaction() as session:
+        return list(session.scalars(select(Message.body).where(Message.conversation_id == conversation_id,
+                                                               Message.direction == "outbound").order_by(Message.id)))
+
+
+def test_a_caller_who_keeps_texting_after_a_handoff_gets_one_acknowledgement_and_staff_get_every_text(
+        sqlite_db, tenant):
+    # Given a conversation handed to staff
+    cid = text(sqlite_db, tenant, "hi")
+    text(sqlite_db, tenant, "can i just talk to a person")
+    before = outbound(sqlite_db, cid)
+    # When the caller texts seven more times
+    later = ["ok", "hello?", "are you there", "its about my custody case", "my ex is named Tom Reyes",
+             "please call me after 5", "thanks"]
+    for body in later:
+        assert text(sqlite_db, tenant, body) == cid
+    # Then they read one acknowledgement, and staff read every text in the #id thread
+    after = outbound(sqlite_db, cid)[len(before):]
+    assert len(after) == 1 and "passed that on" in after[0]
+    relayed = [r.payload["body"] for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert len(relayed) == len(later)
+    assert all(f"#{cid}" in body and r in body for body, r in zip(relayed, later))
+    assert {r.payload["to"] for r in rows(sqlite_db, "notify_staff")} == {STAFF}
+    assert len([r for r in rows(sqlite_db, "crm_log_conversation")]) >= len(later)
+
+
+def test_a_danger_described_after_a_handoff_gets_the_safety_text_once_and_staff_a_flagged_relay(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    text(sqlite_db, tenant, "talk to a human please")
+    text(sqlite_db, tenant, "he is threatening me right now")
+    text(sqlite_db, tenant, "he is still threatening me")
+    replies = outbound(sqlite_db, cid)
+    assert sum("call 911" in r for r in replies) == 1
+    relayed = [r.payload["body"] for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert all(body.startswith("textback: EMERGENCY") for body in relayed) and len(relayed) == 2
+
+
+def test_a_caller_in_a_conversation_staff_took_over_is_relayed_not_answered(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    with sqlite_db.transaction() as session:
+        session.get(Conversation, cid).paused = True
+    before = outbound(sqlite_db, cid)
+    text(sqlite_db, tenant, "ok see you at 3 then")
+    assert outbound(sqlite_db, cid) == before
+    [relay] = [r for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert "see you at 3" in relay.payload["body"] and f"#{cid}" in relay.payload["body"]
 
 
 def test_qualifying_asks_the_booking_side_for_times_once_per_inbound_message(sqlite_db, tenant):
