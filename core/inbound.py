@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from core.config import Tenant, to_e164
 from core.engine.conversation import Action, Phase, State, Turn, advance
 from core.engine.interpreters import Interpreter, interpreter_for
+from core.engine.interpreters.names import split_name
 from core.engine.keywords import Keyword, keyword, revokes_consent
 from core.handoff import relay_to_staff, request_handoff
 from core.hours import caller_zones
@@ -111,6 +112,7 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
     conversation.step = turn.state.step_column()
     conversation.answers = dict(turn.state.answers)
     conversation.offered_slots = list(turn.state.offered)
+    _name_the_lead(lead, turn.state.answers)
     if turn.outcome is not None and turn.state.phase is not Phase.booked:
         conversation.outcome = turn.outcome.value
     for text in _replies(tenant, conversation, turn):
@@ -139,6 +141,14 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
     if turn.state.phase is Phase.closed:
         conversation.closed_at = now
         log_conversation_later(session, conversation, pending, reason="closed")
+
+
+def _name_the_lead(lead: Lead, answers: dict) -> None:
+    """The name the caller gave becomes the lead's, so CRM contacts and calendar events carry it."""
+    name = answers.get("caller_name")
+    if lead.first_name or not isinstance(name, str) or name in ("none", "unknown"):
+        return
+    lead.first_name, lead.last_name = split_name(name)
 
 
 def _replies(tenant: Tenant, conversation: Conversation, turn: Turn) -> list[str]:

@@ -27,7 +27,7 @@ from core.engine.interpreters.text import normalise, words
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 BETTER_TIME = "better_time"  # the built-in step asked after "none of those work"
 
-SlotKind = Literal["choice", "yes_no", "text", "place", "window", "name", "money"]
+SlotKind = Literal["choice", "yes_no", "text", "place", "window", "name", "caller_name", "money"]
 T = TypeVar("T")
 
 

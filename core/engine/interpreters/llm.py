@@ -184,7 +184,8 @@ def _allowed(step: Step) -> str:
     if step.kind in ("choice", "money"):
         return "one of " + ", ".join(f"{o.value!r} ({o.label})" for o in step.options)
     return {"yes_no": "'yes' or 'no'", "place": "a 5-digit ZIP code or a city/area name",
-            "name": "the person's or company's name, or 'none'", "window": "a short description of when",
+            "name": "the person's or company's name, or 'none'",
+            "caller_name": "the caller's own name as they gave it, or 'none' if they would rather not say", "window": "a short description of when",
             "text": "a short summary in the caller's words"}[step.kind]
 
 
@@ -228,6 +229,6 @@ def valid_value(step: Step, value: str) -> str | None:
         return value.lower() if value.lower() in ("yes", "no") else None
     if step.kind == "place":
         return value if _ZIP.match(value) or (len(value) <= 60 and not any(c.isdigit() for c in value)) else None
-    if step.kind == "name":
+    if step.kind in ("name", "caller_name"):
         return value if len(value) <= 80 and not any(c.isdigit() for c in value) else None
     return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from core.engine import guardrails
 from core.engine.interpreters import slots
 from core.engine.interpreters.base import Context, Reading, Signal, Window
+from core.engine.interpreters.names import caller_name
 from core.engine.interpreters.spelling import Speller
 from core.engine.interpreters.text import (NO, NO_PHRASES, UNSURE_PHRASES, YES, YES_PHRASES, normalise, ordinal_pick,
                                            padded, said_any, said_phrases, unsure, words, yes_no)
@@ -99,14 +100,14 @@ class RulesInterpreter:
             if context.step is not None and window is not None:
                 value = window.label
         elif context.phase == "asking" and context.step is not None:
-            value, window = read_step(context.step, said, context, strict=False)
-            others = self._others(said, context, correcting=Signal.correction in signals)
+            value, window = read_step(context.step, said, context, strict=False, original=text)
+            others = self._others(said, context, correcting=Signal.correction in signals, original=text)
         elif context.phase == "booked":
             window = read_window(said, context.now)
         if value is None and not others and pick is None and window is None and guardrails.is_question(said) \
                 and not signals & {Signal.advice, Signal.price, Signal.bot_question, Signal.human}:
             signals.add(Signal.question)
-        if value is not None and guardrails.is_question(said) and context.step and context.step.kind in ("text", "name"):
+        if value is not None and guardrails.is_question(said) and context.step and context.step.kind in ("text", "name", "caller_name"):
             value = None  # a question typed where a name or description was asked is not the answer
             signals.add(Signal.question)
         fact = next((topic for topic, phrases in lexicon.facts if said_any(pad, phrases)), None)
@@ -146,13 +147,13 @@ class RulesInterpreter:
             found.add(Signal.asap)
         return found
 
-    def _others(self, said: str, context: Context, *, correcting: bool) -> dict[str, str]:
+    def _others(self, said: str, context: Context, *, correcting: bool, original: str) -> dict[str, str]:
         """Strict readings for the other questions: unanswered ones, and answered ones when correcting."""
         found = {}
         for step in context.playbook.steps:
             if step is context.step or (step.id in context.answers and not correcting):
                 continue
-            value, _ = read_step(step, said, context, strict=True)
+            value, _ = read_step(step, said, context, strict=True, original=original)
             if value is not None and value != context.answers.get(step.id):
                 found[step.id] = value
         return found
@@ -167,8 +168,10 @@ class RulesInterpreter:
         return None, read_window(said, context.now)
 
 
-def read_step(step: Step, said: str, context: Context, *, strict: bool) -> tuple[str | None, Window | None]:
-    """The value a (normalised) reply gives this step; `strict` for questions not asked yet."""
+def read_step(step: Step, said: str, context: Context, *, strict: bool,
+              original: str | None = None) -> tuple[str | None, Window | None]:
+    """The value a (normalised, spelling-corrected) reply gives this step; `strict` for questions not asked yet.
+    `original` is the reply as typed, for names."""
     kind = step.kind
     if kind == "choice":
         return slots.choice(said, step, strict=strict), None
@@ -179,7 +182,9 @@ def read_step(step: Step, said: str, context: Context, *, strict: bool) -> tuple
     if kind == "place":
         return slots.place(said, step, strict=strict), None
     if kind == "name":
-        return slots.name(said, strict=strict), None
+        return (None if strict else slots.name(said)), None  # another person's name is never guessed ahead
+    if kind == "caller_name":
+        return caller_name(original or said, strict=strict), None
     if kind == "money":
         return slots.money(said, step, strict=strict), None
     if kind == "window":

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.config import Tenant
 from core.inbound import inbound_sms
 from core.outbox import Pending
-from core.store.tables import Booking, Conversation, Message, OutboxRow
+from core.store.tables import Booking, Conversation, Lead, Message, OutboxRow
 from tests.core.engine.conftest import OFFERED
 
 BUSINESS, CALLER, STAFF = "+15550001111", "+15550103333", "+15550009999"
@@ -148,7 +148,7 @@ def test_a_caller_in_a_conversation_staff_took_over_is_relayed_not_answered(sqli
 
 def test_qualifying_asks_the_booking_side_for_times_once_per_inbound_message(sqlite_db, tenant):
     cid = text(sqlite_db, tenant, "hi")
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         text(sqlite_db, tenant, reply)
     row = conversation(sqlite_db, cid)
     assert row.state == "offering" and row.outcome == "qualified"
@@ -158,7 +158,7 @@ def test_qualifying_asks_the_booking_side_for_times_once_per_inbound_message(sql
 
 def test_a_pick_books_the_offered_slot_and_a_window_asks_for_times_inside_it(sqlite_db, tenant):
     cid = text(sqlite_db, tenant, "hi")
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         text(sqlite_db, tenant, reply)
     with sqlite_db.transaction() as session:
         row = session.get(Conversation, cid)
@@ -215,3 +215,13 @@ def test_a_caller_who_is_not_a_fit_is_closed_and_logged(sqlite_db, tenant):
     assert (row.state, row.outcome) == ("closed", "not_fit") and row.closed_at is not None
     assert "doesn't handle" in last_reply(sqlite_db, cid)
     assert rows(sqlite_db, "crm_log_conversation")
+
+
+def test_the_name_the_caller_gives_becomes_the_leads_so_crm_contacts_and_events_carry_it(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    for reply in ("divorce", "no", "nope first time", "this is maria lopez"):
+        text(sqlite_db, tenant, reply)
+    with sqlite_db.transaction() as session:
+        lead = session.get(Lead, session.get(Conversation, cid).lead_id)
+        assert (lead.first_name, lead.last_name) == ("Maria", "Lopez")
+    assert conversation(sqlite_db, cid).step == "other_party"
