@@ -17,7 +17,7 @@ from core.engine.interpreters.base import Context, Reading, Signal, Window
 from core.engine.interpreters.names import caller_name
 from core.engine.interpreters.spelling import Speller
 from core.engine.interpreters.text import (NO, NO_PHRASES, UNSURE_PHRASES, YES, YES_PHRASES, normalise, ordinal_pick,
-                                           padded, said_any, said_phrases, unsure, words, yes_no)
+                                           padded, said_any, said_phrases, said_plainly, unsure, words, yes_no)
 from core.engine.interpreters.when import anytime, asap, mentions_time, read_window
 from core.engine.playbook import BETTER_TIME, Playbook, Step
 
@@ -38,6 +38,8 @@ DECLINE = re.compile(
     r"|\b(?:those|these|they)\s+(?:times\s+)?(?:don'?t|do\s+not|won'?t)\s+work\b|\bcan'?t\s+do\s+(?:any|those|them)\b"
     r"|\b(?:other|different|later|earlier|more)\s+(?:times|options|days)\b|\bnot\s+(?:those|these|any)\b"
     r"|\banything\s+(?:else|later|earlier|other)\b|\b(?:later|earlier)\s+(?:in\s+the\s+)?(?:week|day)\b")
+FREE_FORM = frozenset({"place", "name", "caller_name", "text"})
+_PICKS = re.compile(r"\b(?:option|number|choice|#)\s*\d+\b|^\s*#?\d{1,2}\s*(?:[.):,-]|$)")  # "option 1" is no 1 PM
 # Said with a deadline word ("court", "closing"), these make it urgent: "my hearing is tomorrow".
 SOON = ("today", "tonight", "tomorrow", "tmrw", "tmr", "tomorow", "tommorow", "tommorrow", "this morning",
         "this afternoon", "in the morning", "first thing", "in an hour", "in a few hours", "in 2 days", "in two days")
@@ -48,7 +50,11 @@ COMMON = ("heating", "heater", "there", "where", "their", "other", "about", "hou
           "appointment", "morning", "afternoon", "evening", "monday", "tuesday", "wednesday", "thursday", "friday",
           "saturday", "sunday", "week", "month", "hello", "water", "basement", "kitchen", "bathroom", "roof",
           "sister", "mother", "father", "brother", "husband", "family", "friend", "wants", "going", "being",
-          "getting", "having", "looking", "needs", "needed", "married", "started", "little")
+          "getting", "having", "looking", "needs", "needed", "married", "started", "little", "weekend", "weekday",
+          "weekends", "tonight", "sooner", "earlier", "later", "evening", "evenings", "noon", "lunch", "works",
+          "anytime", "whenever", "works", "booked", "again", "first", "second", "third", "fourth", "fifth", "option",
+          "times", "which", "while", "since", "every", "never", "other", "today", "yesterday", "thank", "great",
+          "sounds", "perfect", "cancel", "change", "charge", "charges", "move", "moved", "schedule")
 CORRECTION = re.compile(r"\b(?:actually|sorry|i\s+meant|i\s+mean|correction|wait|oops|my\s+bad|change\s+my\s+answer|"
                         r"instead|scratch\s+that|not\s+\w+(?:\s+\w+)?,?\s+(?:but|it'?s|its))\b")
 
@@ -101,6 +107,8 @@ class RulesInterpreter:
                 value = window.label
         elif context.phase == "asking" and context.step is not None:
             value, window = read_step(context.step, said, context, strict=False, original=text)
+            if Signal.emergency in signals and context.step.kind in FREE_FORM:
+                value = None  # "now I smell gas" is not a place or a name
             others = self._others(said, context, correcting=Signal.correction in signals, original=text)
         elif context.phase == "booked":
             window = read_window(said, context.now)
@@ -117,7 +125,7 @@ class RulesInterpreter:
         found: set[Signal] = set()
         if said_any(pad, lexicon.emergency):
             found.add(Signal.emergency)
-        if said_any(pad, lexicon.urgent) or (said_any(pad, lexicon.urgent_if_soon) and said_any(pad, SOON)):
+        if said_plainly(pad, lexicon.urgent) or (said_plainly(pad, lexicon.urgent_if_soon) and said_any(pad, SOON)):
             found.add(Signal.urgent)
         if guardrails.asks_if_bot(said):  # "am I texting a real person?" is a question, not a request
             found.add(Signal.bot_question)
@@ -150,9 +158,12 @@ class RulesInterpreter:
     def _others(self, said: str, context: Context, *, correcting: bool, original: str) -> dict[str, str]:
         """Strict readings for the other questions: unanswered ones, and answered ones when correcting."""
         found = {}
+        unsure_said = unsure(padded(said))
         for step in context.playbook.steps:
             if step is context.step or (step.id in context.answers and not correcting):
                 continue
+            if unsure_said and step.kind == "choice":
+                continue  # "not sure yet" to one question does not answer another
             value, _ = read_step(step, said, context, strict=True, original=original)
             if value is not None and value != context.answers.get(step.id):
                 found[step.id] = value
@@ -202,7 +213,7 @@ def _hinted(said: str, step: Step) -> str | None:
 
 
 def _window_value(said: str, context: Context, *, strict: bool) -> tuple[str | None, Window | None]:
-    window = read_window(said, context.now)
+    window = read_window(_PICKS.sub(" ", said) if strict else said, context.now)
     if window is not None:
         return window.label, window
     if strict:

@@ -2,22 +2,27 @@
 
 Before any phrase is matched, each word of five letters or more that is not in the
 playbook's vocabulary (the words of its options, yes/no hints and lexicons) is
-compared with that vocabulary by rapidfuzz. A close one (normalised Indel
-similarity ≥ 85, same first letter, length within one, not merely another
-ending of the same word) takes its place; then every
-reader matches exactly as before, with stems, negation and the longest phrase
+compared with that vocabulary by rapidfuzz. A
+close one (OSA similarity ≥ 0.8, one slip in five letters, a swapped pair
+counting as one; same first letter; length within one; not merely another
+ending of the same word) takes its place; then every reader matches exactly as
+before, with stems, negation and the longest phrase
 winning. Short words are left alone: "dui", "will" and "sale" are too close to
 everyday words to guess at. Corrections are cached per playbook.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-from rapidfuzz import fuzz, process
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
+_LETTERS = re.compile(r"(?<!['a-z])[a-z]+(?!['a-z])")  # whole words: "don't" and "it's" are left alone
 MIN_LETTERS = 5
-CUTOFF = 85.0
+CUTOFF = 0.8  # OSA similarity: one slip (a wrong, missing, extra or swapped letter) in five letters
+ENDINGS = ("s", "es", "ed", "d", "ing", "er", "ers")
 
 
 class Speller:
@@ -33,7 +38,7 @@ class Speller:
         fixed = self._seen.get(token)
         if fixed is None:
             fixed = token
-            hit = process.extractOne(token, self.candidates, scorer=fuzz.ratio, score_cutoff=CUTOFF)
+            hit = process.extractOne(token, self.candidates, scorer=OSA.normalized_similarity, score_cutoff=CUTOFF)
             if hit is not None and _typo_of(token, hit[0]):
                 fixed = hit[0]
             if len(self._seen) < 50_000:
@@ -41,16 +46,9 @@ class Speller:
         return fixed
 
     def text(self, said: str) -> str:
-        """A normalised reply with its misspellings of the vocabulary corrected, word by word."""
-        out, changed = [], False
-        for token in said.split(" "):
-            core = token.strip(".,!?;:()\"'")
-            fixed = self.word(core) if core else core
-            if fixed != core:
-                changed = True
-                token = token.replace(core, fixed)
-            out.append(token)
-        return " ".join(out) if changed else said
+        """A normalised reply with its misspellings of the vocabulary corrected, word by word
+        ("pre-aproved" → "pre-approved")."""
+        return _LETTERS.sub(lambda m: self.word(m.group(0)), said)
 
 
 def _typo_of(token: str, known: str) -> bool:
@@ -58,4 +56,5 @@ def _typo_of(token: str, known: str) -> bool:
     "charged", "mornings" is "morning" already): those the phrase matcher reads on its own."""
     if known[0] != token[0] or abs(len(known) - len(token)) > 1:
         return False
-    return not (known.startswith(token) or token.startswith(known))
+    longer, shorter = (known, token) if len(known) > len(token) else (token, known)
+    return not (longer.startswith(shorter) and longer[len(shorter):] in ENDINGS)
