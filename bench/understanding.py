@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.understanding                    # rules interpreter
     .venv/bin/python -m bench.understanding --interpreter llm  # llm interpreter against the sandbox model
+    .venv/bin/python -m bench.understanding --holdout          # replies written after tuning, never tuned on
 
 The corpus is tests/core/engine/corpus/*.yaml: replies written the way people
 text (typos, their own words, several answers at once, urgency and danger at
@@ -33,6 +34,7 @@ from core.engine.interpreters.base import Context, Interpreter, Reading, Signal
 from core.engine.playbook import load_playbook
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "core" / "engine" / "corpus"
+HOLDOUT = CORPUS.parent / "holdout"  # written after the tuning, never tuned on
 NOW = datetime(2025, 3, 4, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # a Tuesday, as in the engine tests
 WATCHED = frozenset({Signal.emergency, Signal.urgent, Signal.human, Signal.withdraw, Signal.advice})
 
@@ -66,9 +68,9 @@ class Score:
         return self.correct / self.total if self.total else 0.0
 
 
-def corpus() -> list[Case]:
+def corpus(folder: Path = CORPUS) -> list[Case]:
     cases = []
-    for path in sorted(CORPUS.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         cases += [Case.of(data["vertical"], raw) for raw in data["replies"]]
     return cases
@@ -93,9 +95,9 @@ def read(case: Case, interpreter: Interpreter) -> Reading:
     return interpreter.read(case.say, context)
 
 
-def score(interpreter: Interpreter = RULES) -> dict[str, Score]:
+def score(interpreter: Interpreter = RULES, folder: Path = CORPUS) -> dict[str, Score]:
     scores: dict[str, Score] = {}
-    for case in corpus():
+    for case in corpus(folder):
         tally = scores.setdefault(case.vertical, Score(case.vertical))
         ok, got = understood(case, read(case, interpreter))
         tally.total += 1
@@ -148,12 +150,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interpreter", choices=["rules", "llm"], default="rules")
     parser.add_argument("--model", choices=["empty", "wrong"], default="empty", help="the sandbox model, for llm")
+    parser.add_argument("--holdout", action="store_true", help="the held-out replies instead of the corpus")
     args = parser.parse_args()
+    folder = HOLDOUT if args.holdout else CORPUS
     if args.interpreter == "rules":
-        print(report(score(RULES)))
+        print(report(score(RULES, folder)))
         return
     with sandbox_llm(args.model) as llm:
-        print(report(score(llm)))
+        print(report(score(llm, folder)))
 
 
 if __name__ == "__main__":

@@ -110,8 +110,8 @@ class _Decision:
         if r.has(Signal.emergency) and self.playbook.emergency is not None and phase is not Phase.opted_out:
             answers = {**self.state.answers, "urgency": "emergency"}
             return self.handoff("emergency", [self.say(self.playbook.emergency.reply)], answers)
-        if r.has(Signal.urgent) and phase in URGENT_PHASES and phase is not Phase.asking:
-            return self.urgent(dict(self.state.answers))
+        if r.has(Signal.urgent) and phase in URGENT_PHASES and (phase is not Phase.asking or self.state.step == BETTER_TIME):
+            return self.urgent(dict(self.state.answers))  # while asking, asking() keeps this message's answers first
         if phase is Phase.asking:
             return self.better_time() if self.state.step == BETTER_TIME else self.asking()
         if phase is Phase.choosing:
@@ -277,7 +277,8 @@ class _Decision:
             answers.pop("preferred_window", None)
             if r.window is not None:
                 answers["preferred_window"] = r.window.as_answer()
-            return Turn(replace(self.state, phase=Phase.offering, answers=answers, offered=[]), [], Action.reschedule)
+            return Turn(replace(self.state, phase=Phase.offering, answers=answers, offered=[], misses=0), [],
+                        Action.reschedule)
         if r.has(Signal.human):
             return self.handoff("asked_for_person", [])
         notes = self.notes()
@@ -285,7 +286,9 @@ class _Decision:
             return Turn(self.state, [self.join(notes)])
         if r.has(Signal.question, Signal.hostile):
             return self.handoff("booked_question", [self.say(self.playbook.holding)])
-        return Turn(self.state, [self.say(self.playbook.booked)])
+        if self.state.misses:  # "thanks", "ok", "see you then": told once, the same text is not sent again
+            return Turn(self.state, [])
+        return Turn(replace(self.state, misses=1), [self.say(self.playbook.booked)])
 
     # --- endings -------------------------------------------------------------------------
 

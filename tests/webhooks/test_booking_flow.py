@@ -12,7 +12,7 @@ from tests.webhooks.conftest import BUSINESS, CALENDAR, CALLER, miss_a_call, tex
 OTHER_CALLER = "+15550104444"
 # What a caller says to each of the law playbook's questions, found by a phrase of the question.
 ANSWERS = {"What is your call about": "It's about my divorce", "court date or deadline": "no",
-           "worked with our firm before": "no", "other person or company": "none"}
+           "worked with our firm before": "no", "What's your name": "Maria Lopez", "other person or company": "none"}
 
 
 def offered_times(phone, textback, stack, caller: str = CALLER, call_sid: str = "CA" + "1" * 32) -> str:
