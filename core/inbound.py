@@ -112,7 +112,9 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
     conversation.step = turn.state.step_column()
     conversation.answers = dict(turn.state.answers)
     conversation.offered_slots = list(turn.state.offered)
-    _name_the_lead(lead, turn.state.answers)
+    if _name_the_lead(lead, turn.state.answers):  # the CRM contact was made from the number alone: name it
+        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{lead.id}:named",
+                    payload={"lead_id": lead.id})
     if turn.outcome is not None and turn.state.phase is not Phase.booked:
         conversation.outcome = turn.outcome.value
     for text in _replies(tenant, conversation, turn):
@@ -143,12 +145,14 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
         log_conversation_later(session, conversation, pending, reason="closed")
 
 
-def _name_the_lead(lead: Lead, answers: dict) -> None:
-    """The name the caller gave becomes the lead's, so CRM contacts and calendar events carry it."""
+def _name_the_lead(lead: Lead, answers: dict) -> bool:
+    """The name the caller gave becomes the lead's, so CRM contacts and calendar events carry it. True when
+    it did."""
     name = answers.get("caller_name")
     if lead.first_name or not isinstance(name, str) or name in ("none", "unknown"):
-        return
+        return False
     lead.first_name, lead.last_name = split_name(name)
+    return True
 
 
 def _replies(tenant: Tenant, conversation: Conversation, turn: Turn) -> list[str]:

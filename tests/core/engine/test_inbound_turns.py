@@ -225,3 +225,6 @@ def test_the_name_the_caller_gives_becomes_the_leads_so_crm_contacts_and_events_
         lead = session.get(Lead, session.get(Conversation, cid).lead_id)
         assert (lead.first_name, lead.last_name) == ("Maria", "Lopez")
     assert conversation(sqlite_db, cid).step == "other_party"
+    # the CRM contact, made from the number at the missed call, is refreshed with the name once
+    assert [r.payload for r in rows(sqlite_db, "crm_sync_lead") if r.idempotency_key.endswith(":named")] == [
+        {"lead_id": lead.id}]
