@@ -33,8 +33,9 @@ caller of the engine (core/inbound.py `_step`) to carry out:
   event, then confirms. A whole-message CANCEL never gets here: it is a carrier
   opt-out keyword, handled before the engine (core/engine/keywords.py).
 
-Without an action, `turn.replies` is the whole answer: the next question, a
-re-ask, a truthful "I'm an automated assistant", a refusal to advise or quote, a
+Without an action, `turn.replies` is the whole answer (empty for a booked
+caller's second "thanks": the same text is never sent twice): the next question, a
+re-ask (once, then the caller's words are kept or a person takes over), a truthful "I'm an automated assistant", a refusal to advise or quote, a
 fact the business approved, or, for a caller who is not a fit or no longer needs
 anything, a courteous close (phase `closed`). After "none of those work" the
 built-in step `better_time` asks when suits them; its answer is a window
