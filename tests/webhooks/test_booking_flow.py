@@ -195,9 +195,11 @@ def test_one_booked_lead_writes_its_crm_contact_once_and_the_booking_side_in_one
             kinds = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.kind.like("crm_%"))))
             unfinished = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.status != "done",
                                                                      OutboxRow.kind != "followup")))
-    # Then: one contact write, one CRM job for the booking, every row done; HubSpot has it all once
-    assert [c.contact_upserts for c in counted] == [1]
-    assert sorted(kinds) == ["crm_record_booking", "crm_sync_lead"]
+    # Then: the contact is written when the call is missed and once more when the caller gives their name;
+    # the booking side writes it no more; one CRM job for the booking, every row done; HubSpot has it all once
+    assert [c.contact_upserts for c in counted] == [2]
+    assert sorted(kinds) == ["crm_record_booking", "crm_sync_lead", "crm_sync_lead"]
+    assert stack.hubspot.objects("contacts")[0]["properties"]["firstname"] == "Maria"
     assert unfinished == []
     assert len(stack.hubspot.objects("contacts")) == 1
     assert len(stack.hubspot.objects("deals")) == 1 and len(stack.hubspot.objects("meetings")) == 1
