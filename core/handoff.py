@@ -1,5 +1,6 @@
 """Handing a conversation to a person: staff are told, the bot stops, the CRM gets the summary.
 
+`relay_to_staff` passes the caller's later texts on to staff; the bot says nothing more.
 `request_handoff` does not text the caller: the engine's turn carries what the caller
 reads (the playbook's wording, or the tenant's `handoff_caller` template).
 A takeover (staff reply or the takeover flag) pauses the bot for that conversation.
@@ -29,6 +30,19 @@ def request_handoff(session: Session, *, tenant: Tenant, conversation: Conversat
                     key=f"handoff:{conversation.id}:{staff}",
                     payload={"to": staff, "from": conversation.business_number, "body": text})
     log_conversation_later(session, conversation, pending, reason="handoff")
+
+
+def relay_to_staff(session: Session, *, tenant: Tenant, conversation: Conversation, caller: str, body: str,
+                   urgency: str, pending: Pending, message_sid: str) -> None:
+    """A caller's text after a handoff or takeover: every staff number gets it in the conversation's `#id`
+    thread (so "#id your reply" answers them), and the CRM log is brought up to date."""
+    flag = f"{urgency.upper()} " if urgency in ("urgent", "emergency") else ""
+    said = " ".join(body.split())
+    text = f"textback: {flag}#{conversation.id} {caller} wrote: \"{said[:600]}\" Reply \"#{conversation.id} ...\" to answer."
+    for staff in tenant.handoff_to or tenant.forward_to:
+        pending.add(session, tenant_id=tenant.id, kind=Kind.notify_staff, key=f"relay:{message_sid}:{staff}",
+                    payload={"to": staff, "from": conversation.business_number, "body": text})
+    log_conversation_later(session, conversation, pending, reason="caller_message")
 
 
 def take_over(session: Session, *, conversation: Conversation, by: str, now: datetime, pending: Pending) -> bool:

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from core.config import Tenant, to_e164
 from core.engine.conversation import Action, Phase, State, Turn, advance
 from core.engine.interpreters import Interpreter, interpreter_for
+from core.engine.interpreters.names import split_name
 from core.engine.keywords import Keyword, keyword, revokes_consent
-from core.handoff import request_handoff
+from core.handoff import relay_to_staff, request_handoff
 from core.hours import caller_zones
 from core.outbox import Kind, Pending, log_conversation_later, queue_text
 from core.appointments import active_booking_note
@@ -85,8 +86,10 @@ def inbound_sms(
     if word is Keyword.help:
         _reply_help(session, tenant=tenant, lead=lead, called=called, conversation=conversation, pending=pending)
         return InboundOutcome(keyword=word.value)
-    if conversation is not None and conversation.paused:
-        return InboundOutcome(conversation_id=conversation.id)  # staff took over: the bot stays quiet
+    if conversation is not None and conversation.paused:  # staff took over: the bot stays quiet, staff read it
+        relay_to_staff(session, tenant=tenant, conversation=conversation, caller=lead.phone, body=body,
+                       urgency="normal", pending=pending, message_sid=message_sid)
+        return InboundOutcome(conversation_id=conversation.id)
     if conversation is None:
         conversation = start_conversation(session, tenant=tenant, lead_id=lead.id, business_number=called,
                                           call_id=None, pending=pending)
@@ -109,6 +112,9 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
     conversation.step = turn.state.step_column()
     conversation.answers = dict(turn.state.answers)
     conversation.offered_slots = list(turn.state.offered)
+    if _name_the_lead(lead, turn.state.answers):  # the CRM contact was made from the number alone: name it
+        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{lead.id}:named",
+                    payload={"lead_id": lead.id})
     if turn.outcome is not None and turn.state.phase is not Phase.booked:
         conversation.outcome = turn.outcome.value
     for text in _replies(tenant, conversation, turn):
@@ -131,9 +137,22 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
         request_handoff(session, tenant=tenant, conversation=conversation, pending=pending,
                         summary=f"{turn.handoff.summary} Transcript: conversation {conversation.id}.")
         conversation.state = turn.state.phase.value  # a booked caller's appointment stands through a handoff
+    elif turn.action is Action.relay:
+        relay_to_staff(session, tenant=tenant, conversation=conversation, caller=lead.phone, body=body,
+                       urgency=turn.handoff.urgency, pending=pending, message_sid=message_sid)
     if turn.state.phase is Phase.closed:
         conversation.closed_at = now
         log_conversation_later(session, conversation, pending, reason="closed")
+
+
+def _name_the_lead(lead: Lead, answers: dict) -> bool:
+    """The name the caller gave becomes the lead's, so CRM contacts and calendar events carry it. True when
+    it did."""
+    name = answers.get("caller_name")
+    if lead.first_name or not isinstance(name, str) or name in ("none", "unknown"):
+        return False
+    lead.first_name, lead.last_name = split_name(name)
+    return True
 
 
 def _replies(tenant: Tenant, conversation: Conversation, turn: Turn) -> list[str]:

@@ -6,7 +6,8 @@ A staff phone (`forward_to` or `handoff_to`) texts the business number:
 
 textback relays the text to the caller of conversation 123 from the business number, so the
 caller sees one thread, and pauses the bot there (a takeover). `#123` alone only pauses it.
-Anything else gets a one-line usage reply.
+Nothing staff text resumes the bot except `#123 resume`: the bot picks up at the question it
+was on and asks it again. Anything else gets a one-line usage reply.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from core.store.repo import add_outbound
 from core.store.tables import Conversation, Lead, OutboxRow
 
 _COMMAND = re.compile(r"^\s*#(\d+)\b\s*(.*)$", re.S)
-USAGE = "textback: to answer a caller, text \"#<conversation number> your message\"; \"#<number>\" alone pauses the bot."
+_RESUME = re.compile(r"^(?:resume|bot\s+on|restart\s+bot|resume\s+bot)[.!]?$", re.I)
+USAGE = ("textback: to answer a caller, text \"#<conversation number> your message\"; \"#<number>\" alone pauses "
+         "the bot; \"#<number> resume\" hands the conversation back to it.")
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,11 @@ def staff_message(session: Session, *, tenant: Tenant, staff_phone: str, message
         _tell_staff(session, tenant, staff_phone, called, key, USAGE if not match else
                     f"textback: there is no conversation #{match.group(1)} for {tenant.name}.", pending)
         return StaffOutcome()
-    take_over(session, conversation=conversation, by=staff_phone, now=now, pending=pending)
     text = match.group(2).strip()
+    if _RESUME.match(text):
+        _resume(session, tenant, conversation, staff_phone, called, key, pending)
+        return StaffOutcome(conversation_id=conversation.id)
+    take_over(session, conversation=conversation, by=staff_phone, now=now, pending=pending)
     if not text:
         _tell_staff(session, tenant, staff_phone, called, key,
                     f"textback: paused conversation #{conversation.id}; the bot will not text that caller.", pending)
@@ -64,6 +70,27 @@ def staff_message(session: Session, *, tenant: Tenant, staff_phone: str, message
     pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"{key}:relay",
                 payload={"message_id": message.id})
     return StaffOutcome(conversation_id=conversation.id, relayed=True)
+
+
+def _resume(session: Session, tenant: Tenant, conversation: Conversation, staff_phone: str, called: str, key: str,
+            pending: Pending) -> None:
+    """Staff said so: the bot takes the conversation back at the question it was on, and asks it again."""
+    from core.engine.state import State  # the engine's row format, read where it is needed
+    from core.outbox import queue_text
+
+    state = State.from_row(phase=conversation.state, step=conversation.step, answers=conversation.answers,
+                           offered=conversation.offered_slots)
+    conversation.paused = False
+    question = None
+    if conversation.state == "handoff" and state.step is not None:
+        conversation.state, conversation.step = "asking", state.step
+        question = tenant.conversation_playbook(conversation.playbook).step(state.step).ask
+    lead = session.get(Lead, conversation.lead_id)
+    if question and lead.opted_out_at is None:
+        queue_text(session, conversation=conversation, body=question, pending=pending)
+    _tell_staff(session, tenant, staff_phone, called, key,
+                f"textback: the bot has conversation #{conversation.id} again"
+                + (" and asked the caller its last question." if question else "."), pending)
 
 
 def _tell_staff(session: Session, tenant: Tenant, staff_phone: str, called: str, key: str, text: str,

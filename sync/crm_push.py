@@ -102,7 +102,7 @@ def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, co
         conversation = session.get(Conversation, conversation_id)
         answers = ", ".join(answer_lines(conversation.answers))
         about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
-        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_phone(session, conversation)}",
+        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_who(session, conversation)}",
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
         key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
@@ -124,7 +124,7 @@ def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: P
         cancelled = booking.status == "cancelled"
         answers = ", ".join(answer_lines(conversation.answers))
         record = BookingRecord(
-            title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_phone(session, conversation)}",
+            title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_who(session, conversation)}",
             start=booking.start_at, end=booking.end_at, cancelled=cancelled,
             description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
         )
@@ -193,3 +193,9 @@ def _summary(conversation: Conversation, call: Call | None) -> str:
 
 def _phone(session, conversation: Conversation) -> str:
     return session.scalar(select(Lead.phone).where(Lead.id == conversation.lead_id))
+
+
+def _who(session, conversation: Conversation) -> str:
+    """The caller as staff read them: the name they gave, else their number."""
+    lead = session.get(Lead, conversation.lead_id)
+    return " ".join(p for p in (lead.first_name, lead.last_name) if p) or lead.phone

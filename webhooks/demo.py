@@ -41,7 +41,7 @@ from sandbox.stack import SandboxStack
 from sync.embedded import Embedded
 from webhooks.simulate import spoken
 
-SCRIPT = ["Hi, it's about a custody issue with my ex", "No", "No, first time", "Jordan Smith", "2"]
+SCRIPT = ["Hi, it's about a custody issue with my ex", "No", "No, first time", "this is Maria Lopez", "Jordan Smith", "2"]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ caller of the engine (core/inbound.py `_step`) to carry out:
   phase becomes `handoff`, except that a booked conversation stays `booked`
   (the appointment stands). When `turn.replies` is empty the caller has not
   been told anything yet: the tenant's `handoff_caller` template says it.
+- `relay`: the conversation was handed to a person. The caller's text goes to
+  staff (`turn.handoff.summary` is the text, `urgency` flags it) and to the CRM
+  log; the caller reads one acknowledgement (`relayed`) at most, and the safety
+  text once if they describe a danger. Nothing else restarts the questions.
 - `reschedule`: a booked caller wants another time. Phase becomes `offering`;
   the confirmed booking stays until its replacement is booked.
   `preferred_window` is set when they said when ("can we move it to Friday?").
@@ -29,8 +33,9 @@ caller of the engine (core/inbound.py `_step`) to carry out:
   event, then confirms. A whole-message CANCEL never gets here: it is a carrier
   opt-out keyword, handled before the engine (core/engine/keywords.py).
 
-Without an action, `turn.replies` is the whole answer: the next question, a
-re-ask, a truthful "I'm an automated assistant", a refusal to advise or quote, a
+Without an action, `turn.replies` is the whole answer (empty for a booked
+caller's second "thanks": the same text is never sent twice): the next question, a
+re-ask (once, then the caller's words are kept or a person takes over), a truthful "I'm an automated assistant", a refusal to advise or quote, a
 fact the business approved, or, for a caller who is not a fit or no longer needs
 anything, a courteous close (phase `closed`). After "none of those work" the
 built-in step `better_time` asks when suits them; its answer is a window
@@ -52,6 +57,7 @@ from typing import Any
 from core.engine import guardrails
 from core.engine.interpreters import RULES
 from core.engine.interpreters.base import Context, Interpreter, Reading, Signal
+from core.engine.interpreters.slots import free_text
 from core.engine.interpreters.when import offered_in
 from core.engine.playbook import BETTER_TIME, Playbook, Step
 from core.engine.state import (
@@ -69,7 +75,9 @@ from core.engine.summary import handoff_summary
 __all__ = ["OPEN_PHASES", "Action", "Handoff", "Outcome", "Phase", "State", "Turn", "advance",
            "opening", "slot_list"]
 
-MAX_REASKS = 2  # after this many unclear replies in a row: skip an optional question, or hand off
+MAX_REASKS = 1  # one shorter re-ask; a second miss keeps the caller's words (optional step) or hands off
+MAX_SLOT_REASKS = 2  # picking among offered times: the list is repeated, the caller is one reply from booked
+URGENT_PHASES = frozenset({Phase.asking, Phase.offering, Phase.choosing, Phase.booking})
 
 
 def opening(playbook: Playbook) -> tuple[State, str]:
@@ -98,9 +106,13 @@ class _Decision:
 
     def run(self) -> Turn:
         phase, r = self.state.phase, self.reading
+        if phase is Phase.handoff:
+            return self.relay()
         if r.has(Signal.emergency) and self.playbook.emergency is not None and phase is not Phase.opted_out:
             answers = {**self.state.answers, "urgency": "emergency"}
             return self.handoff("emergency", [self.say(self.playbook.emergency.reply)], answers)
+        if r.has(Signal.urgent) and phase in URGENT_PHASES and (phase is not Phase.asking or self.state.step == BETTER_TIME):
+            return self.urgent(dict(self.state.answers))  # while asking, asking() keeps this message's answers first
         if phase is Phase.asking:
             return self.better_time() if self.state.step == BETTER_TIME else self.asking()
         if phase is Phase.choosing:
@@ -138,8 +150,8 @@ class _Decision:
                 answers["preferred_window"] = r.window.as_answer()
         elif r.has(Signal.unsure) and step.unknown_ok:
             answers[step.id], progressed = "unknown", True
-        if r.has(Signal.urgent) and answers.get("urgency") != "emergency":
-            answers["urgency"] = "urgent"
+        if r.has(Signal.urgent):
+            return self.urgent(_applicable(self.playbook, answers))
         notes = self.notes(updated=updated)
         if not progressed and not notes:
             if r.has(Signal.hostile):
@@ -166,12 +178,16 @@ class _Decision:
         return Turn(state, [self.join(notes)] if notes else [], Action.offer_slots, outcome=Outcome.qualified)
 
     def miss(self, step: Step) -> Turn:
+        """Re-ask once; then an optional step keeps the caller's own words (the CRM reads them) and moves on,
+        and a required one goes to a person with what was said."""
         misses = self.state.misses + 1
         if misses <= MAX_REASKS:
             return Turn(replace(self.state, misses=misses), [self.say(step.reask)])
         if step.required:
             return self.handoff("not_understood", [])
-        return self.proceed({**self.state.answers, step.id: "unknown"}, [])
+        words = free_text(self.said) if not self.reading.has(Signal.injection, Signal.unsure) else None
+        kept = words or "unknown"
+        return self.proceed({**self.state.answers, step.id: kept}, [])
 
     def notes(self, *, updated: bool = False) -> list[str]:
         """What to say before the next question: truthful disclosure, no advice, facts, privacy."""
@@ -220,7 +236,7 @@ class _Decision:
             return self.handoff("hostile", [self.say(self.playbook.hostile)])
         if r.has(Signal.question):
             return self.handoff("unanswerable_question", [self.say(self.playbook.holding)])
-        if self.state.misses + 1 > MAX_REASKS:
+        if self.state.misses + 1 > MAX_SLOT_REASKS:
             return self.handoff("declined_times", [self.say(self.playbook.declined)])
         return Turn(replace(self.state, misses=self.state.misses + 1),
                     [self.say(self.playbook.slot_reask, slots=slot_list(offered))])
@@ -242,7 +258,7 @@ class _Decision:
         notes = self.notes()
         if notes:
             return Turn(self.state, [self.join(notes, self.playbook.better_time_reask)])
-        if self.state.misses + 1 > MAX_REASKS:
+        if self.state.misses + 1 > MAX_SLOT_REASKS:
             return self.handoff("declined_times", [self.say(self.playbook.declined)])
         return Turn(replace(self.state, misses=self.state.misses + 1), [self.say(self.playbook.better_time_reask)])
 
@@ -262,7 +278,8 @@ class _Decision:
             answers.pop("preferred_window", None)
             if r.window is not None:
                 answers["preferred_window"] = r.window.as_answer()
-            return Turn(replace(self.state, phase=Phase.offering, answers=answers, offered=[]), [], Action.reschedule)
+            return Turn(replace(self.state, phase=Phase.offering, answers=answers, offered=[], misses=0), [],
+                        Action.reschedule)
         if r.has(Signal.human):
             return self.handoff("asked_for_person", [])
         notes = self.notes()
@@ -270,9 +287,33 @@ class _Decision:
             return Turn(self.state, [self.join(notes)])
         if r.has(Signal.question, Signal.hostile):
             return self.handoff("booked_question", [self.say(self.playbook.holding)])
-        return Turn(self.state, [self.say(self.playbook.booked)])
+        if self.state.misses:  # "thanks", "ok", "see you then": told once, the same text is not sent again
+            return Turn(self.state, [])
+        return Turn(replace(self.state, misses=1), [self.say(self.playbook.booked)])
 
     # --- endings -------------------------------------------------------------------------
+
+    def urgent(self, answers: dict[str, Any]) -> Turn:
+        """Urgent in the caller's words, at any step: they are told someone is on it, staff get a priority handoff."""
+        if answers.get("urgency") != "emergency":
+            answers["urgency"] = "urgent"
+        return self.handoff("urgent", [self.say(self.playbook.urgent_reply)], answers)
+
+    def relay(self) -> Turn:
+        """After a handoff the bot is quiet: staff get every text; the caller reads one acknowledgement at most,
+        and the safety text once if they describe a danger."""
+        r, answers = self.reading, dict(self.state.answers)
+        replies: list[str] = []
+        if r.has(Signal.emergency) and self.playbook.emergency is not None and answers.get("urgency") != "emergency":
+            answers["urgency"] = "emergency"
+            replies.append(self.say(self.playbook.emergency.reply))
+        elif self.state.misses == 0:
+            replies.append(self.say(self.playbook.relayed))
+        urgency = ("emergency" if r.has(Signal.emergency) else "urgent" if r.has(Signal.urgent)
+                   else str(answers.get("urgency", "normal")))
+        state = replace(self.state, answers=answers, misses=self.state.misses + 1)
+        return Turn(state, replies, Action.relay,
+                    handoff=Handoff(reason="caller_message", urgency=urgency, summary=" ".join(self.said.split())))
 
     def handoff(self, reason: str, replies: list[str], answers: dict[str, Any] | None = None) -> Turn:
         answers = dict(self.state.answers if answers is None else answers)

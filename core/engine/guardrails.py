@@ -47,6 +47,9 @@ HUMAN = re.compile(
     r"|\b(?:please|can\s+you|could\s+you|can\s+someone|could\s+someone|have\s+someone|someone|pls|plz)\s+"
     r"(?:please\s+)?call\s+me\b|\bcall\s+me\s+(?:back|asap|now|please|right|today|at)\b"
     r"|\b(?:real|live|actual)\s+(?:person|human)\b|\bhuman\s+please\b|\b(?:representative|operator)\b"
+    r"|\b(?:want|need|get\s+me|give\s+me|connect\s+me\s+(?:with|to)|put\s+me\s+through\s+to|transfer\s+me\s+to)\s+"
+    r"(?:a|an|the|to|with|some)?\s*(?:real\s+|live\s+|actual\s+)?(?:person|human|agent|someone|somebody|nurse|"
+    r"lawyer|attorney|realtor|technician|receptionist)\b"
     r"|\bgive\s+me\s+a\s+call\b|\bi\s+(?:want|need|would\s+like)\s+(?:a\s+)?(?:call\s*back|callback|phone\s+call)\b",
     _I,
 )

@@ -27,7 +27,7 @@ from core.engine.interpreters.text import normalise, words
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 BETTER_TIME = "better_time"  # the built-in step asked after "none of those work"
 
-SlotKind = Literal["choice", "yes_no", "text", "place", "window", "name", "money"]
+SlotKind = Literal["choice", "yes_no", "text", "place", "window", "name", "caller_name", "money"]
 T = TypeVar("T")
 
 
@@ -99,7 +99,7 @@ class Step(_Frozen):
     reask: str
     options: list[Option] = []
     when: Conditions = {}  # asked only when these earlier answers hold (the step's transition guard)
-    required: bool = True  # an optional step is skipped after repeated unclear replies
+    required: bool = False  # not understood twice: a required step goes to a person, any other keeps the words
     unknown_ok: bool = False  # "I don't know" is a fine answer, stored as "unknown"
     yes_words: Phrases = ()  # yes_no: phrases that mean yes here, also when said before the question
     no_words: Phrases = ()
@@ -173,7 +173,8 @@ class Playbook(_Frozen):
     steps: list[Step] = Field(min_length=1)
     rules: list[Rule] = []
     emergency: Emergency | None = None
-    urgent_words: Phrases = ()
+    urgent_words: Phrases = ()  # urgent in the caller's words, at any step: told someone is on it, priority handoff
+    urgent_if_soon: Phrases = ()  # urgent when said with today/tomorrow ("court", "closing"): "hearing is tomorrow"
     facts: list[Fact] = []
     sensitive: bool = False  # health data: the assistant never asks for details and discourages sending them
     advice_words: Phrases = ()  # vertical phrasing of advice-seeking, on top of the guardrails' own
@@ -195,6 +196,9 @@ class Playbook(_Frozen):
     holding: str = "Good question. I've passed it to the {business} team and someone will get back to you."
     hostile: str = "I'm sorry for the frustration. I've asked a member of the {business} team to contact you directly."
     updated: str = "Thanks, I've updated that."
+    urgent_reply: str = ("Thanks for telling me. I've marked this urgent for the {business} team, and someone "
+                         "will be on it as soon as possible.")
+    relayed: str = "Thanks, I've passed that on. The {business} team has your messages and will reply here."
     better_time: str = "No problem. What day or time would work better for you?"
     better_time_reask: str = "Please tell me a day or time that suits you, for example \"Thursday afternoon\"."
     which_slot: str = "Which of these times suits you: {slots}? Reply with the number."

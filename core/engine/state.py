@@ -31,6 +31,7 @@ class Action(str, enum.Enum):
     handoff = "handoff"
     reschedule = "reschedule"
     cancel_booking = "cancel_booking"
+    relay = "relay"  # after a handoff: the caller's text goes to staff (and the CRM log), the bot stays quiet
 
 
 class Outcome(str, enum.Enum):
@@ -46,7 +47,7 @@ class State:
     step: str | None = None
     answers: dict[str, Any] = field(default_factory=dict)
     offered: list[dict[str, Any]] = field(default_factory=list)
-    misses: int = 0  # unclear replies in a row to the current question
+    misses: int = 0  # unclear replies in a row to the current question; after a handoff, texts relayed since
 
     @classmethod
     def from_row(cls, *, phase: str, step: str | None, answers: Mapping[str, Any],
@@ -58,15 +59,15 @@ class State:
 
     def step_column(self) -> str | None:
         """`conversations.step`: the step id, with `#n` after n unclear replies (kept out of the answers,
-        which go to the CRM and the calendar event)."""
+        which go to the CRM and the calendar event); after a handoff, `#n` alone counts the texts relayed."""
         if self.step is None:
-            return None
+            return f"#{self.misses}" if self.misses else None
         return f"{self.step}#{self.misses}" if self.misses else self.step
 
 
 @dataclass(frozen=True)
 class Handoff:
-    reason: str  # emergency | asked_for_person | unanswerable_question | hostile | not_understood |
+    reason: str  # emergency | urgent | asked_for_person | unanswerable_question | hostile | not_understood |
     #              declined_times | unsafe_reply | a playbook rule's reason
     urgency: str  # emergency | urgent | normal
     summary: str  # for staff and the CRM: answers, urgency, last message (transcript reference added on store)

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.store.tables import ROW_CLOCK
+
 Clock = Callable[[], datetime]
 
 
@@ -75,8 +77,12 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        token = ROW_CLOCK.set(self.clock)
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        finally:
+            ROW_CLOCK.reset(token)
 
     def session(self) -> Session:
         return self._sessions()

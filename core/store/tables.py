@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,8 +40,14 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# The clock of the transaction in progress (core/store/db.py sets it), so a column's own `onupdate`
+# (an UPDATE issued without the ORM's stamping, say) agrees with an injected clock.
+ROW_CLOCK: ContextVar[Callable[[], datetime] | None] = ContextVar("row_clock", default=None)
+
+
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    clock = ROW_CLOCK.get()
+    return clock() if clock is not None else datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):

@@ -156,7 +156,7 @@ def test_free_busy_refused_for_good_hands_the_caller_to_staff_with_the_reason(ma
             calendars=["nobody@nowhere.example"])["calendar"]}) as w:
         # When: the caller qualifies and times are looked up
         w.miss()
-        for reply in ("1", "no", "no", "none"):
+        for reply in ("1", "no", "no", "Maria Lopez", "none"):
             w.text(reply)
         [offer] = w.rows("offer_slots")
         with w.textback.runtime.db.transaction() as s:

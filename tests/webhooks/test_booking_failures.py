@@ -20,7 +20,7 @@ def w(stack, sqlite_db, tmp_path, monkeypatch):
 
 def _qualify(w) -> None:
     w.miss()
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         w.text(reply)
 
 

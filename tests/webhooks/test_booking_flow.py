@@ -12,7 +12,7 @@ from tests.webhooks.conftest import BUSINESS, CALENDAR, CALLER, miss_a_call, tex
 OTHER_CALLER = "+15550104444"
 # What a caller says to each of the law playbook's questions, found by a phrase of the question.
 ANSWERS = {"What is your call about": "It's about my divorce", "court date or deadline": "no",
-           "worked with our firm before": "no", "other person or company": "none"}
+           "worked with our firm before": "no", "What's your name": "Maria Lopez", "other person or company": "none"}
 
 
 def offered_times(phone, textback, stack, caller: str = CALLER, call_sid: str = "CA" + "1" * 32) -> str:
@@ -195,9 +195,11 @@ def test_one_booked_lead_writes_its_crm_contact_once_and_the_booking_side_in_one
             kinds = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.kind.like("crm_%"))))
             unfinished = list(s.scalars(select(OutboxRow.kind).where(OutboxRow.status != "done",
                                                                      OutboxRow.kind != "followup")))
-    # Then: one contact write, one CRM job for the booking, every row done; HubSpot has it all once
-    assert [c.contact_upserts for c in counted] == [1]
-    assert sorted(kinds) == ["crm_record_booking", "crm_sync_lead"]
+    # Then: the contact is written when the call is missed and once more when the caller gives their name;
+    # the booking side writes it no more; one CRM job for the booking, every row done; HubSpot has it all once
+    assert [c.contact_upserts for c in counted] == [2]
+    assert sorted(kinds) == ["crm_record_booking", "crm_sync_lead", "crm_sync_lead"]
+    assert stack.hubspot.objects("contacts")[0]["properties"]["firstname"] == "Maria"
     assert unfinished == []
     assert len(stack.hubspot.objects("contacts")) == 1
     assert len(stack.hubspot.objects("deals")) == 1 and len(stack.hubspot.objects("meetings")) == 1

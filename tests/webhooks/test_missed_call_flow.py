@@ -96,6 +96,7 @@ def test_the_full_path_books_an_event_in_google_and_a_meeting_in_hubspot(phone, 
 
     phone.text(caller=CALLER, to=BUSINESS, body="no")
     phone.text(caller=CALLER, to=BUSINESS, body="No, I'm new")
+    phone.text(caller=CALLER, to=BUSINESS, body="this is Maria Lopez")
     phone.text(caller=CALLER, to=BUSINESS, body="Jordan Smith")
     textback.drain()
     offer = texts_to(stack)[-1]
@@ -120,6 +121,9 @@ def test_the_full_path_books_an_event_in_google_and_a_meeting_in_hubspot(phone, 
     [meeting] = stack.hubspot.objects("meetings")
     [deal] = stack.hubspot.objects("deals")
     [contact] = stack.hubspot.objects("contacts")
+    # the name the caller gave is on the CRM contact and the calendar event, not only their number
+    assert (contact["properties"]["firstname"], contact["properties"]["lastname"]) == ("Maria", "Lopez")
+    assert "Maria Lopez" in event.get("summary", "") + event.get("description", "")
     assert stack.hubspot.associations("meetings", meeting["id"], "contacts") == [contact["id"]]
     assert stack.hubspot.associations("deals", deal["id"], "contacts") == [contact["id"]]
     notes = stack.hubspot.objects("notes")
@@ -135,7 +139,7 @@ def test_offered_slots_avoid_busy_time_in_the_staff_calendar(phone, textback, st
     stack.google.add_busy(CALENDAR, now, now + timedelta(days=2), summary="Trial")
     miss_a_call(phone)
     textback.drain()
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         phone.text(caller=CALLER, to=BUSINESS, body=reply)
     textback.drain()
 

@@ -6,7 +6,7 @@ and the reason for any skip is on the call.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -263,3 +263,26 @@ class TestTheMissedCallsApi:
 
         assert "/api/v1/missed-calls" in schema["paths"]
         assert "idempotency_key" in schema["components"]["schemas"]["MissedCallReport"]["properties"]
+
+
+def test_every_row_a_conversation_writes_is_stamped_from_the_one_clock(make_world):
+    """With the clock far from today, no timestamp anywhere in the store comes from the wall clock."""
+    from core.store.tables import Base, UTCDateTime
+
+    at = datetime(2041, 6, 4, 10, 0, tzinfo=NY)
+    with make_world() as w:
+        w.clock.set(at)
+        w.miss()
+        w.clock.advance(minutes=2)
+        w.text("its about my divorce")
+        w.clock.advance(minutes=1)
+        w.text("STOP")
+        stamps = []
+        with w.textback.runtime.db.transaction() as s:
+            for table in Base.metadata.sorted_tables:
+                for column in [c for c in table.columns if isinstance(c.type, UTCDateTime)]:
+                    stamps += [(table.name, column.name, value) for value in
+                               s.scalars(select(column).where(column.is_not(None)))]
+        assert {name for name, _, _ in stamps} >= {"calls", "leads", "conversations", "messages", "outbox"}
+        wall = [(t, c, v) for t, c, v in stamps if not at - timedelta(days=1) <= v <= at + timedelta(days=14)]
+        assert wall == []  # follow-ups and deferrals fall days after the clock, never on today's date

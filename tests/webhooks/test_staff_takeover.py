@@ -78,3 +78,22 @@ def test_staff_cannot_text_a_caller_who_opted_out(w):
 
     assert "opted out" in w.texts(STAFF)[-1]
     assert "Sorry to bother you" not in w.texts()
+
+
+def test_only_a_resume_command_gives_the_conversation_back_to_the_bot_which_asks_its_question_again(w):
+    # Given a caller handed to staff, and staff who replied
+    w.miss()
+    w.text("can I talk to a person")
+    conversation_id = _conversation(w).id
+    w.text(f"#{conversation_id} Hi, Dana here. What is it about?", caller=STAFF)
+    w.text("a divorce")
+    assert _conversation(w).paused is True and w.texts()[-1] == "Hi, Dana here. What is it about?"
+    # When staff hand it back
+    w.text(f"#{conversation_id} resume", caller=STAFF)
+    # Then the bot asks the question it was on, and goes on from the caller's answer
+    row = _conversation(w)
+    assert row.paused is False and row.state == "asking"
+    assert w.texts()[-1].startswith("What is your call about?")
+    w.text("divorce")
+    assert "court date" in w.texts()[-1]
+    assert "the bot has conversation" in w.texts(STAFF)[-1]

@@ -5,7 +5,8 @@ every value, against what the question allows) and whatever fails is taken
 from the `rules` reading instead. The rules reading always runs first:
 
 - a reply the guardrails flag as a prompt-injection attempt never reaches the model;
-- safety signals the rules find (emergency, asks for a person) are kept whatever the model says;
+- safety signals the rules find (emergency, urgent, asks for a person or for advice) are kept whatever the
+  model says, and a name, place or description the model proposes must be the caller's own words;
 - `cancel_booking` and `withdraw` end things, so only the rules' explicit wording can raise them.
 
 Any failure (timeout, HTTP error, refusal, malformed or invalid output) falls
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.engine.interpreters.base import Context, Interpreter, Reading, Signal, Window
 from core.engine.interpreters.rules import RulesInterpreter
 from core.engine.interpreters.settings import InterpreterSettings
+from core.engine.interpreters.text import normalise, words
 from core.engine.interpreters.when import describe
 from core.engine.playbook import Step
 
@@ -36,7 +38,9 @@ log = logging.getLogger(__name__)
 
 BREAKER_FAILURES = 3
 BREAKER_SECONDS = 60.0
-KEPT_FROM_RULES = frozenset({Signal.emergency, Signal.human, Signal.injection, Signal.cancel_booking, Signal.withdraw})
+KEPT_FROM_RULES = frozenset({Signal.emergency, Signal.urgent, Signal.human, Signal.advice, Signal.injection,
+                             Signal.cancel_booking, Signal.withdraw})
+FREE_FORM = frozenset({"name", "caller_name", "place", "text", "window"})
 MODEL_SIGNALS = tuple(s for s in Signal if s not in {Signal.injection, Signal.cancel_booking, Signal.withdraw})
 _ZIP = re.compile(r"^\d{5}$")
 
@@ -124,7 +128,7 @@ class LLMInterpreter:
             return baseline
         with self._lock:
             self._failures = 0
-        return merge(extraction, baseline, context)
+        return merge(extraction, baseline, context, said=text)
 
     def extract(self, text: str, context: Context) -> Extraction:
         body = {
@@ -184,20 +188,24 @@ def _allowed(step: Step) -> str:
     if step.kind in ("choice", "money"):
         return "one of " + ", ".join(f"{o.value!r} ({o.label})" for o in step.options)
     return {"yes_no": "'yes' or 'no'", "place": "a 5-digit ZIP code or a city/area name",
-            "name": "the person's or company's name, or 'none'", "window": "a short description of when",
+            "name": "the person's or company's name, or 'none'",
+            "caller_name": "the caller's own name as they gave it, or 'none' if they would rather not say", "window": "a short description of when",
             "text": "a short summary in the caller's words"}[step.kind]
 
 
-def merge(extraction: Extraction, baseline: Reading, context: Context) -> Reading:
-    """The model's validated values over the rules' reading; the rules' safety signals always kept."""
+def merge(extraction: Extraction, baseline: Reading, context: Context, *, said: str = "") -> Reading:
+    """The model's validated values over the rules' reading; the rules' safety signals always kept.
+
+    A name, place or description must be the caller's own words (`said`): a model's invention is dropped."""
     value = baseline.value
     if context.step is not None and extraction.value is not None:
-        value = valid_value(context.step, extraction.value) or value
+        value = valid_value(context.step, extraction.value, said=said) or value
     steps = {s.id: s for s in context.playbook.steps}
     others = dict(baseline.others)
     for other in extraction.others:
         step = steps.get(other.step)
-        checked = valid_value(step, other.value) if step is not None and step is not context.step else None
+        checked = (valid_value(step, other.value, said=said) if step is not None and step is not context.step
+                   else None)
         if checked is not None:
             others[step.id] = checked
     pick = baseline.pick
@@ -211,23 +219,30 @@ def merge(extraction: Extraction, baseline: Reading, context: Context) -> Readin
         window = Window(start=local_start, end=local_end, label=describe(local_start, local_end))
     allowed = {s.value: s for s in MODEL_SIGNALS}
     signals = {allowed[s] for s in extraction.signals if s in allowed} | (baseline.signals & KEPT_FROM_RULES)
+    if value is None and Signal.unsure in baseline.signals:
+        signals.add(Signal.unsure)  # "I don't know their name" stays an answer where not knowing is fine
     if context.step is not None and context.step.kind == "window" and window is not None and value is None:
         value = window.label
     return Reading(value=value, others=others, signals=frozenset(signals), pick=pick, window=window,
                    fact=baseline.fact)
 
 
-def valid_value(step: Step, value: str) -> str | None:
-    """The value if this step could hold it, else None (a model's free invention is dropped)."""
+def valid_value(step: Step, value: str, *, said: str | None = None) -> str | None:
+    """The value if this step could hold it, else None (a model's free invention is dropped). With `said`, a
+    free-form value ("Maria Lopez", "Oak Park") must be made of the caller's words."""
     value = value.strip()
     if not value or len(value) > 200:
         return None
+    if said is not None and step.kind in FREE_FORM and value.lower() not in ("none", "unknown"):
+        typed = set(words(normalise(said)))
+        if not set(words(normalise(value))) <= typed:
+            return None
     if step.kind in ("choice", "money"):
         return value if step.option(value) is not None else None
     if step.kind == "yes_no":
         return value.lower() if value.lower() in ("yes", "no") else None
     if step.kind == "place":
         return value if _ZIP.match(value) or (len(value) <= 60 and not any(c.isdigit() for c in value)) else None
-    if step.kind == "name":
+    if step.kind in ("name", "caller_name"):
         return value if len(value) <= 80 and not any(c.isdigit() for c in value) else None
     return value

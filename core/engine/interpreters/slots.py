@@ -12,8 +12,9 @@ import re
 from core.engine.interpreters.text import negated, ordinal_pick, padded, said_phrases, unsure, words
 from core.engine.playbook import Option, Step
 
-_ZIP = re.compile(r"(?<![\d$])(\d{5})(?:-\d{4})?(?![\d,.]|k\b)")
-_CITY = re.compile(r"^(?:(?:it'?s|i'?m|we'?re|i live|we live|we are|i am|located|live|in|at|near|around|the)\s+)*([a-z][a-z .'-]{1,40}?)(?:,?\s+([a-z]{2}))?\.?$")
+_ZIP = re.compile(r"(?<![\d$])(\d{5})(?:-\d{4})?(?!\d|[,.]\d|k\b)")
+_CITY = re.compile(r"^(?:(?:it'?s|i'?m|we'?re|i live|we live|we are|i am|located|live|in|at|near|around|the|somewhere|"
+                   r"probably|mostly|looking|looking in|area|the area|thinking)\s+)*([a-z][a-z .'-]{1,40}?)(?:,?\s+([a-z]{2}))?\.?$")
 _PICK_CONTEXT = re.compile(r"\b(?:option|number|choice|#)\s*\d|^\s*#?\d{1,2}\s*(?:[.):,-]|$)")
 _AMOUNT = re.compile(r"(\$)?\s?(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|m|mil|million|thousand|grand)?\b")
 _NAME_LEAD = re.compile(
@@ -22,7 +23,7 @@ _NAME_LEAD = re.compile(
     r"suing|sued|vs|v|with|it|this|that|i|think|believe|guy|lady|named)\b[\s,:.-]*)+", re.I)
 _NAME = re.compile(r"^[a-z][a-z'.&-]*(?:\s+[a-z&][a-z'.&-]*){0,5}$", re.I)
 _NONE = re.compile(r"^(?:no(?:ne|body|\s+one|pe)?|nobody|n/?a|not\s+applicable|there\s+isn'?t|no\s+other\s+party|"
-                   r"just\s+me|nothing)\b")
+                   r"just\s+me|nothing|there'?s\s+(?:nobody|no\s*one|none|nothing|no\s+other)|theres\s+(?:nobody|no\s*one))\b")
 _NOT_NAMES = frozenset({"i", "you", "we", "what", "why", "how", "who", "need", "want", "is", "are", "do", "does",
                         "can", "have", "talk", "call", "please", "don't", "dont", "know", "sure", "idea", "help",
                         "yes", "okay", "ok", "hello", "hi", "thanks"})
@@ -104,6 +105,9 @@ def name(text: str, *, strict: bool = False) -> str | None:
 
 def money(text: str, step: Step, *, strict: bool = False) -> str | None:
     """The band an amount falls in ("$450k", "around 450,000", "1.2m"), or a band's number/words when asked."""
+    worded = option_by_words(text, step.options)  # "under 300" is the band's own wording, not 300k
+    if worded is not None:
+        return worded
     amount = _amount(text, step.unit, strict=strict)
     if amount is not None:
         for option in step.options:

@@ -25,7 +25,8 @@ YES_PHRASES = ("i do", "i am", "i have", "there is", "there are", "i think so", 
 NO_PHRASES = ("i don't", "i dont", "i do not", "i'm not", "im not", "i am not", "there isn't", "there is not",
               "there's no", "theres no", "not really", "not yet", "not at all", "i haven't", "i have not",
               "no thanks", "no thank you", "probably not", "i don't think so", "i dont think so", "we don't",
-              "we do not", "not that i know", "nothing like that", "none that i know")
+              "we do not", "not that i know", "nothing like that", "none that i know", "not that i remember",
+              "not that i recall", "dont think so", "don't think so", "not as far as i know")
 UNSURE_PHRASES = ("not sure", "unsure", "don't know", "dont know", "do not know", "idk", "no idea", "dunno",
                   "maybe", "can't remember", "cant remember", "not certain", "no clue", "hard to say")
 
@@ -65,6 +66,17 @@ def said_any(padded_text: str, phrases: tuple[str, ...]) -> bool:
     return bool(phrases) and phrase_pattern(phrases).search(padded_text) is not None
 
 
+def said_plainly(padded_text: str, phrases: tuple[str, ...]) -> bool:
+    """A phrase said and not negated: "urgent" yes, "not urgent" / "isn't really urgent" no."""
+    if not phrases:
+        return False
+    tokens = padded_text.split()
+    for match in phrase_pattern(phrases).finditer(padded_text):
+        if not negated(tokens, padded_text[:match.start() + 1].count(" ") - 1):
+            return True
+    return False
+
+
 def said_phrases(padded_text: str, phrases: tuple[str, ...]) -> list[str]:
     return [m.group(1) for m in phrase_pattern(phrases).finditer(padded_text)] if phrases else []
 
@@ -88,6 +100,11 @@ def yes_no(text: str, *, yes_words: tuple[str, ...] = (), no_words: tuple[str, .
     if unsure(pad):
         return None
     said_no = has_phrase(pad, NO_PHRASES) or said_any(pad, no_words)
+    hinted_yes = said_any(pad, yes_words)
+    if hinted_yes and not said_no:  # "yes we have no hot water": the "no" belongs to the yes hint
+        for phrase in said_phrases(pad, yes_words):
+            pad = pad.replace(f" {phrase} ", " ")
+        text = pad.strip()
     said_yes = False
     tokens = words(text)
     for i, token in enumerate(tokens):
@@ -99,7 +116,7 @@ def yes_no(text: str, *, yes_words: tuple[str, ...] = (), no_words: tuple[str, .
             else:
                 said_yes = True
     if not said_no:
-        said_yes = said_yes or has_phrase(pad, YES_PHRASES) or said_any(pad, yes_words)
+        said_yes = said_yes or has_phrase(pad, YES_PHRASES) or hinted_yes
     if said_yes == said_no:
         return None
     return "yes" if said_yes else "no"

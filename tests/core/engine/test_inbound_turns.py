@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.config import Tenant
 from core.inbound import inbound_sms
 from core.outbox import Pending
-from core.store.tables import Booking, Conversation, Message, OutboxRow
+from core.store.tables import Booking, Conversation, Lead, Message, OutboxRow
 from tests.core.engine.conftest import OFFERED
 
 BUSINESS, CALLER, STAFF = "+15550001111", "+15550103333", "+15550009999"
@@ -93,12 +93,62 @@ def test_a_caller_who_texts_after_a_handoff_is_not_asked_the_questions_again(sql
     cid = text(sqlite_db, tenant, "hi")
     text(sqlite_db, tenant, "get me a real person")
     assert text(sqlite_db, tenant, "ok thanks") == cid
-    assert "will follow up" in last_reply(sqlite_db, cid)
+    assert "passed that on" in last_reply(sqlite_db, cid)
+    assert conversation(sqlite_db, cid).state == "handoff"
+
+
+def outbound(db, conversation_id: int) -> list[str]:
+    with db.transaction() as session:
+        return list(session.scalars(select(Message.body).where(Message.conversation_id == conversation_id,
+                                                               Message.direction == "outbound").order_by(Message.id)))
+
+
+def test_a_caller_who_keeps_texting_after_a_handoff_gets_one_acknowledgement_and_staff_get_every_text(
+        sqlite_db, tenant):
+    # Given a conversation handed to staff
+    cid = text(sqlite_db, tenant, "hi")
+    text(sqlite_db, tenant, "can i just talk to a person")
+    before = outbound(sqlite_db, cid)
+    # When the caller texts seven more times
+    later = ["ok", "hello?", "are you there", "its about my custody case", "my ex is named Tom Reyes",
+             "please call me after 5", "thanks"]
+    for body in later:
+        assert text(sqlite_db, tenant, body) == cid
+    # Then they read one acknowledgement, and staff read every text in the #id thread
+    after = outbound(sqlite_db, cid)[len(before):]
+    assert len(after) == 1 and "passed that on" in after[0]
+    relayed = [r.payload["body"] for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert len(relayed) == len(later)
+    assert all(f"#{cid}" in body and r in body for body, r in zip(relayed, later))
+    assert {r.payload["to"] for r in rows(sqlite_db, "notify_staff")} == {STAFF}
+    assert len([r for r in rows(sqlite_db, "crm_log_conversation")]) >= len(later)
+
+
+def test_a_danger_described_after_a_handoff_gets_the_safety_text_once_and_staff_a_flagged_relay(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    text(sqlite_db, tenant, "talk to a human please")
+    text(sqlite_db, tenant, "he is threatening me right now")
+    text(sqlite_db, tenant, "he is still threatening me")
+    replies = outbound(sqlite_db, cid)
+    assert sum("call 911" in r for r in replies) == 1
+    relayed = [r.payload["body"] for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert all(body.startswith("textback: EMERGENCY") for body in relayed) and len(relayed) == 2
+
+
+def test_a_caller_in_a_conversation_staff_took_over_is_relayed_not_answered(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    with sqlite_db.transaction() as session:
+        session.get(Conversation, cid).paused = True
+    before = outbound(sqlite_db, cid)
+    text(sqlite_db, tenant, "ok see you at 3 then")
+    assert outbound(sqlite_db, cid) == before
+    [relay] = [r for r in rows(sqlite_db, "notify_staff") if r.idempotency_key.startswith("relay:")]
+    assert "see you at 3" in relay.payload["body"] and f"#{cid}" in relay.payload["body"]
 
 
 def test_qualifying_asks_the_booking_side_for_times_once_per_inbound_message(sqlite_db, tenant):
     cid = text(sqlite_db, tenant, "hi")
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         text(sqlite_db, tenant, reply)
     row = conversation(sqlite_db, cid)
     assert row.state == "offering" and row.outcome == "qualified"
@@ -108,7 +158,7 @@ def test_qualifying_asks_the_booking_side_for_times_once_per_inbound_message(sql
 
 def test_a_pick_books_the_offered_slot_and_a_window_asks_for_times_inside_it(sqlite_db, tenant):
     cid = text(sqlite_db, tenant, "hi")
-    for reply in ("1", "no", "no", "none"):
+    for reply in ("1", "no", "no", "Maria Lopez", "none"):
         text(sqlite_db, tenant, reply)
     with sqlite_db.transaction() as session:
         row = session.get(Conversation, cid)
@@ -165,3 +215,16 @@ def test_a_caller_who_is_not_a_fit_is_closed_and_logged(sqlite_db, tenant):
     assert (row.state, row.outcome) == ("closed", "not_fit") and row.closed_at is not None
     assert "doesn't handle" in last_reply(sqlite_db, cid)
     assert rows(sqlite_db, "crm_log_conversation")
+
+
+def test_the_name_the_caller_gives_becomes_the_leads_so_crm_contacts_and_events_carry_it(sqlite_db, tenant):
+    cid = text(sqlite_db, tenant, "hi")
+    for reply in ("divorce", "no", "nope first time", "this is maria lopez"):
+        text(sqlite_db, tenant, reply)
+    with sqlite_db.transaction() as session:
+        lead = session.get(Lead, session.get(Conversation, cid).lead_id)
+        assert (lead.first_name, lead.last_name) == ("Maria", "Lopez")
+    assert conversation(sqlite_db, cid).step == "other_party"
+    # the CRM contact, made from the number at the missed call, is refreshed with the name once
+    assert [r.payload for r in rows(sqlite_db, "crm_sync_lead") if r.idempotency_key.endswith(":named")] == [
+        {"lead_id": lead.id}]
