@@ -100,6 +100,8 @@ class ClioConfig(ConnectorConfig):
     grow_base_url: str = GROW_URL
     oauth: OAuthApp | None = Field(default=None, description="instead of access_token: the Clio app a person "
                                                              "authorized with `textback connect`")
+    do_not_text_field: str | None = Field(default=None, description="the contact custom field (name or id, a "
+                                                                    "checkbox) staff tick to stop texts")
 
     @field_validator("base_url")
     @classmethod

@@ -101,6 +101,17 @@ class HubSpotConfig(ConnectorConfig):
                                   "(HubSpot's own source properties are enumerations it sets itself)")
     timeout_seconds: float = Field(default=10, gt=0, le=60, description="how long one HubSpot call may take, "
                                                                         "connecting included (at most 5 s of it)")
+    webhook_secret: Secret | None = Field(
+        default=None, description="the app's client secret, which HubSpot signs webhook requests with "
+                                  "(X-HubSpot-Signature-v3); without it POST /webhooks/hubspot refuses this portal")
+    portal_id: int | None = Field(default=None, description="the HubSpot account (portal) id, to tell apart "
+                                                            "tenants whose portals share one app")
+    signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
+        default=["v3"], description="accepted webhook signatures; v1/v2 (no timestamp, so replayable) only "
+                                    "when listed here")
+    do_not_text_property: str = Field(
+        default="textback_do_not_text", description="the contact property staff set to stop texts "
+                                                    "(a checkbox; 'true' stops, cleared resumes)")
 
 
 class HubSpotCRM:

@@ -27,12 +27,7 @@ def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: d
         return False
     lead.opted_out_at, lead.opt_out_source = now, source
     session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_out", source=source, detail=detail))
-    for conversation in session.scalars(select(Conversation).where(
-            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
-        conversation.state, conversation.outcome, conversation.closed_at = "opted_out", "opted_out", now
-    for message in session.scalars(select(Message).where(
-            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
-        message.status = "suppressed"
+    stop_texting(session, lead, state="opted_out", outcome="opted_out", now=now)
     latest = session.scalar(select(Conversation).where(Conversation.lead_id == lead.id)
                             .order_by(Conversation.id.desc()).limit(1))
     if latest is not None:
@@ -43,6 +38,16 @@ def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: d
         pending.add(session, tenant_id=tenant_id, kind=Kind.crm_sync_lead, key=f"crm-lead:{lead.id}:optout",
                     payload={"lead_id": lead.id})
     return True
+
+
+def stop_texting(session: Session, lead: Lead, *, state: str, outcome: str, now: datetime) -> None:
+    """Close the lead's open conversations and suppress the texts still queued for it."""
+    for conversation in session.scalars(select(Conversation).where(
+            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
+        conversation.state, conversation.outcome, conversation.closed_at = state, outcome, now
+    for message in session.scalars(select(Message).where(
+            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
+        message.status = "suppressed"
 
 
 def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str) -> bool:

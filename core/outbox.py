@@ -29,6 +29,11 @@ class Kind(str, enum.Enum):
     cancel_booking = "cancel_booking"
     followup = "followup"
     notify_staff = "notify_staff"
+    # two-way sync (core/calendar_sync.py, core/crm_sync.py, sync/pulls.py)
+    calendar_pull = "calendar_pull"
+    calendar_event_changed = "calendar_event_changed"
+    crm_contact_changed = "crm_contact_changed"
+    watch_calendars = "watch_calendars"
 
 
 class Deferred(Exception):

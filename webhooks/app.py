@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
 from sync.runtime import Runtime
-from webhooks import api_routes, twilio_routes
+from webhooks import api_routes, sync_routes, twilio_routes
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
+    app.include_router(sync_routes.router)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -1,0 +1,175 @@
+"""Staff change a booked appointment in Google Calendar: push channel → pull → booking, CRM, caller."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from core.booking import label
+
+from core.outbox import Kind
+from core.store.tables import SyncCursor, SyncSubscription
+from sync.runtime import Runtime
+from sync.runner import run_job
+from tests.webhooks.conftest import CALENDAR, CALLER, texts_to
+from tests.webhooks.test_booking_flow import say
+from tests.webhooks.two_way_support import (  # noqa: F401  (fixtures)
+    book, booking_now, clock, delete_in_google, messages, move_in_google, rows, run, tenants_path, textback,
+)
+
+
+def watch(textback) -> None:
+    run(textback, Kind.watch_calendars, {}, key="watch:test")
+
+
+def deliver(stack) -> list[httpx.Response]:
+    with httpx.Client(timeout=10) as http:
+        return stack.google.deliver_notifications(http)
+
+
+def test_upkeep_opens_one_channel_per_calendar_and_its_handshake_is_answered(phone, textback, stack):
+    # When
+    watch(textback)
+    answers = deliver(stack)
+    # Then: the channel is stored (token hashed), and the `sync` message got a 200
+    with textback.runtime.db.transaction() as s:
+        [channel] = s.scalars(select(SyncSubscription)).all()
+        assert (channel.provider, channel.resource, channel.status) == ("google", CALENDAR, "active")
+        assert len(channel.secret_sha256) == 64
+    assert [a.status_code for a in answers] == [200]
+    assert [c["id"] for c in stack.google.channels.channels()] == [channel.external_id]
+
+
+def test_staff_moving_the_booked_event_moves_the_booking_and_texts_the_caller_the_new_time_once(
+        phone, textback, stack):
+    # Given: a booked caller and a live channel
+    booking = book(phone, textback, stack)
+    watch(textback)
+    deliver(stack)
+    new_start = booking.start_at + timedelta(days=1, hours=2)
+    # When: staff drag the event to the next day in Google Calendar, and Google notifies us (twice, as it may)
+    move_in_google(stack, booking.external_event_id, new_start)
+    assert {a.status_code for a in deliver(stack)} == {200}
+    textback.drain()
+    # Then: the booking has the calendar's time, the caller is told once, and the CRM meeting follows
+    assert booking_now(textback, booking.id).start_at == new_start
+    [moved] = [t for t in texts_to(stack) if "has been moved to" in t]
+    assert "Smith & Lee Law's automated assistant" in moved
+    assert label(new_start, ZoneInfo("America/New_York")) in moved
+    assert len(rows(textback, Kind.crm_record_booking)) == 2
+    # And a second pull with nothing new changes nothing
+    run(textback, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:again")
+    assert len([t for t in texts_to(stack) if "has been moved to" in t]) == 1
+
+
+def test_staff_deleting_the_booked_event_cancels_it_tells_the_caller_and_offers_new_times(phone, textback, stack):
+    # Given
+    booking = book(phone, textback, stack)
+    watch(textback)
+    deliver(stack)
+    # When
+    delete_in_google(stack, booking.external_event_id)
+    deliver(stack)
+    textback.drain()
+    # Then
+    assert booking_now(textback, booking.id).status == "cancelled"
+    cancelled, offer = texts_to(stack)[-2:]
+    assert "has been cancelled by our team" in cancelled
+    assert "1)" in offer and "2)" in offer
+    # And the caller can book again by picking a time
+    say(phone, textback, "2")
+    assert texts_to(stack)[-1].startswith("You're booked with")
+
+
+def test_textbacks_own_move_echoed_back_by_the_channel_changes_nothing(phone, textback, stack):
+    # Given: a booked caller, who moves the appointment by text (textback patches the event itself)
+    booking = book(phone, textback, stack)
+    watch(textback)
+    deliver(stack)
+    say(phone, textback, "can we move it?")
+    say(phone, textback, "2")
+    texts_before = texts_to(stack)
+    # When: Google tells us about the change we made
+    deliver(stack)
+    textback.drain()
+    # Then: no text, no cancellation: the booking already has the event's time
+    assert texts_to(stack) == texts_before
+    assert booking_now(textback, booking.id).status == "confirmed"
+    assert rows(textback, Kind.calendar_pull), "the notification was taken and pulled"
+    assert not messages(textback, "calendar_change")
+
+
+def test_a_pull_that_dies_after_its_first_page_resumes_at_the_second_without_loss_or_duplicates(
+        phone, textback, stack, clock):
+    # Given: 260 other events far ahead (Google pages 250 at a time) and a booked appointment listed after them
+    far = clock() + timedelta(days=400)
+    for day in range(260):
+        stack.google.add_busy(CALENDAR, far + timedelta(days=day), far + timedelta(days=day, hours=1))
+    booking = book(phone, textback, stack)
+    move_in_google(stack, booking.external_event_id, booking.start_at + timedelta(hours=3))
+    # When: the first pull (a full sync) stops after page 1, as a worker that dies would
+    crashing = Runtime(settings=textback.runtime.settings, db=textback.runtime.db, tenants=textback.runtime.tenants,
+                       clock=clock, connector_factory=_dies_after_one_page)
+    run_pull_once(textback, crashing)
+    with textback.runtime.db.transaction() as s:
+        stored = s.scalar(select(SyncCursor.cursor))
+    assert stored is not None and '"page"' in stored
+    assert booking_now(textback, booking.id).start_at == booking.start_at  # page 2 not applied yet
+    # And the retry runs in a healthy worker
+    textback.runtime.dispatch([r.id for r in rows(textback, Kind.calendar_pull)])
+    textback.drain()
+    # Then: the move on page 2 is applied once, and the cursor is a sync token
+    assert booking_now(textback, booking.id).start_at == booking.start_at + timedelta(hours=3)
+    assert len(messages(textback, "calendar_change")) == 1
+    with textback.runtime.db.transaction() as s:
+        assert '"sync"' in s.scalar(select(SyncCursor.cursor))
+
+
+def test_a_sync_token_google_no_longer_accepts_410_starts_a_full_sync_that_still_sees_the_change(
+        phone, textback, stack):
+    # Given: a first pull stored a sync token, then Google forgot its tokens
+    booking = book(phone, textback, stack)
+    run(textback, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:1")
+    stack.google.expire_sync_tokens()
+    move_in_google(stack, booking.external_event_id, booking.start_at + timedelta(hours=4))
+    # When
+    run(textback, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:2")
+    # Then
+    assert booking_now(textback, booking.id).start_at == booking.start_at + timedelta(hours=4)
+    assert [r.status for r in rows(textback, Kind.calendar_pull)] == ["done", "done"]
+
+
+def run_pull_once(textback, runtime: Runtime) -> None:
+    from core.outbox import Pending
+
+    pending = Pending()
+    with runtime.db.transaction() as s:
+        row = pending.add(s, tenant_id="smith-law", kind=Kind.calendar_pull, key="pull:crash",
+                          payload={"calendar_id": CALENDAR})
+    try:
+        run_job(runtime, row.id)
+    except ConnectionResetError:
+        pass
+    else:
+        raise AssertionError("the pull should have died after page 1")
+
+
+def _dies_after_one_page(config, **injected):
+    from connectors.google_calendar import GoogleCalendar
+
+    class DiesAfterOnePage(GoogleCalendar):
+        pages = 0
+
+        def changes_page(self, **kwargs):
+            DiesAfterOnePage.pages += 1
+            if DiesAfterOnePage.pages > 1:
+                raise ConnectionResetError("the worker died")
+            return super().changes_page(**kwargs)
+
+    from connectors import registry
+
+    return DiesAfterOnePage(config, **injected) if config.type == "google" else registry.build(config, **injected)
