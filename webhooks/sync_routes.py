@@ -169,7 +169,7 @@ def _hubspot_tenant(runtime: Runtime, request: Request, body: bytes, headers: di
     uri, unsigned, forged = _public_url(runtime, request), False, None
     candidates = [t for t in runtime.tenants if getattr(t.connectors.get("crm"), "type", None) == "hubspot"
                   and t.connectors["crm"].webhook_secret is not None]
-    portal_ids = _portal_ids(body)
+    portal_ids, verified = _portal_ids(body), []
     for tenant in candidates:
         config = tenant.connectors["crm"]
         try:
@@ -183,6 +183,11 @@ def _hubspot_tenant(runtime: Runtime, request: Request, body: bytes, headers: di
             continue
         if config.portal_id is None or config.portal_id in portal_ids:
             return tenant
+        verified.append(tenant)
+    if verified and not portal_ids:
+        return verified[0]  # signed by this app but unreadable: the caller answers 400
+    if verified:
+        raise HTTPException(403, f"the events are for portal(s) {sorted(portal_ids)}, which no tenant configures")
     if unsigned and forged is None:
         raise HTTPException(401, "no X-HubSpot-Signature-v3")
     raise HTTPException(403, f"signature not valid for any configured HubSpot app{f' ({forged})' if forged else ''}")

@@ -173,3 +173,70 @@ def _dies_after_one_page(config, **injected):
     from connectors import registry
 
     return DiesAfterOnePage(config, **injected) if config.type == "google" else registry.build(config, **injected)
+
+
+# --- the endpoint refuses what is not from a channel we opened ----------------------------------------
+
+def channel_headers(stack, **changes) -> dict:
+    [channel] = stack.google.channels.channels()
+    headers = {"X-Goog-Channel-ID": channel["id"], "X-Goog-Channel-Token": channel["token"],
+               "X-Goog-Resource-ID": channel["resourceId"], "X-Goog-Resource-URI": channel["resourceUri"],
+               "X-Goog-Resource-State": "exists", "X-Goog-Message-Number": "41"}
+    return {k: v for k, v in (headers | changes).items() if v is not None}
+
+
+def outbox_count(textback) -> int:
+    from sqlalchemy import func
+
+    from core.store.tables import OutboxRow
+
+    with textback.runtime.db.transaction() as s:
+        return s.scalar(select(func.count()).select_from(OutboxRow))
+
+
+def test_a_genuine_google_notification_replayed_is_taken_once(textback, stack):
+    # Given
+    watch(textback)
+    headers, before = channel_headers(stack), outbox_count(textback)
+    # When
+    first = httpx.post(textback.url + "/webhooks/google", headers=headers)
+    again = httpx.post(textback.url + "/webhooks/google", headers=headers)
+    # Then
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert outbox_count(textback) == before + 1
+
+
+def test_google_notifications_without_the_channel_token_are_401_and_with_a_wrong_one_403_storing_nothing(
+        textback, stack, clock):
+    # Given
+    watch(textback)
+    before, genuine = outbox_count(textback), channel_headers(stack, **{"X-Goog-Message-Number": "50"})
+    cases = {
+        "no token": (channel_headers(stack, **{"X-Goog-Channel-Token": None}), 401),
+        "wrong token": (channel_headers(stack, **{"X-Goog-Channel-Token": "guess"}), 403),
+        "unknown channel": (channel_headers(stack, **{"X-Goog-Channel-ID": "made-up"}), 403),
+        "other resource": (channel_headers(stack, **{"X-Goog-Resource-ID": "another"}), 403),
+        "bad state": (channel_headers(stack, **{"X-Goog-Resource-State": "changed"}), 400),
+    }
+    # When / Then
+    for name, (headers, status) in cases.items():
+        assert httpx.post(textback.url + "/webhooks/google", headers=headers).status_code == status, name
+    # And a genuine notification for a channel past its expiry is refused too (stale)
+    clock.advance(days=8)
+    assert httpx.post(textback.url + "/webhooks/google", headers=genuine).status_code == 403
+    assert outbox_count(textback) == before
+
+
+def test_upkeep_renews_a_channel_about_to_expire_and_stops_the_old_one(textback, stack, clock):
+    # Given: a channel six and a half days old (Google gives a week and never renews)
+    watch(textback)
+    [old] = stack.google.channels.channels()
+    clock.advance(days=6, hours=12)
+    # When
+    run(textback, Kind.watch_calendars, {}, key="watch:later")
+    # Then: a new channel is open and the old one is stopped at Google and here
+    [new] = stack.google.channels.channels()
+    assert new["id"] != old["id"]
+    with textback.runtime.db.transaction() as s:
+        statuses = {c.external_id: c.status for c in s.scalars(select(SyncSubscription))}
+    assert statuses == {old["id"]: "stopped", new["id"]: "active"}

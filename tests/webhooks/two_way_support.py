@@ -122,14 +122,18 @@ def two_way_tenant(stack, **overrides) -> dict:
     return tenant
 
 
-@pytest.fixture
-def tenants_path(tmp_path, stack, monkeypatch):
+def write_tenants(tmp_path, stack, monkeypatch, tenant: dict):
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HUBSPOT_APP_SECRET", HUBSPOT_APP_SECRET)
     path = tmp_path / "tenants.yaml"
-    path.write_text(yaml.safe_dump({"tenants": [two_way_tenant(stack)]}, sort_keys=False))
+    path.write_text(yaml.safe_dump({"tenants": [tenant]}, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def tenants_path(tmp_path, stack, monkeypatch):
+    return write_tenants(tmp_path, stack, monkeypatch, two_way_tenant(stack))
 
 
 @pytest.fixture
