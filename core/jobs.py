@@ -141,6 +141,7 @@ PAYLOADS: dict[Kind, type[JobPayload]] = {
     Kind.calendar_event_changed: CalendarEventJob,
     Kind.crm_contact_changed: ContactChangeJob,
     Kind.watch_calendars: WatchJob,
+    Kind.watch_crm: WatchJob,
 }
 
 # Jobs a caller is waiting on: when one fails for good, the caller is handed to staff instead of silence.

@@ -34,6 +34,7 @@ class Kind(str, enum.Enum):
     calendar_event_changed = "calendar_event_changed"
     crm_contact_changed = "crm_contact_changed"
     watch_calendars = "watch_calendars"
+    watch_crm = "watch_crm"
 
 
 class Deferred(Exception):

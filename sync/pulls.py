@@ -8,6 +8,9 @@ core/crm_sync.py); open and renew the push subscriptions that say when to look.
     crm_contact_changed     contact fields a CRM webhook carried (no vendor call: the event has the values)
     watch_calendars         Google channels and Graph subscriptions opened, renewed before they expire,
                             and stopped for calendars the tenant no longer books into
+    watch_crm               the Clio contact webhook created (its handshake completes on /webhooks/clio)
+                            and renewed before it expires (Clio allows 31 days); HubSpot's app webhooks
+                            are set in the app's settings, not by API
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from sync.runtime import Runtime
 log = logging.getLogger(__name__)
 
 GOOGLE_CHANNEL_TTL = timedelta(days=7)  # what Google grants events channels at most by default
+CLIO_LIFETIME = timedelta(days=30)  # Clio allows at most 31 days
+CLIO_CONTACT_FIELDS = "id,etag,updated_at,custom_field_values{id,field_name,value}"
 GRAPH_LIFETIME = timedelta(days=3)  # Outlook event subscriptions live at most 10080 minutes
 RENEW_BEFORE = timedelta(days=1)  # renew anything that would lapse within this
 PROVIDERS = {"google": "google", "outlook": "microsoft"}
@@ -110,6 +115,42 @@ def watch_calendars(runtime: Runtime, tenant: Tenant, job: WatchJob, pending: Pe
             else:
                 calendar.unsubscribe(subscription_id=external_id)
             _mark(runtime, row_id, "stopped")
+
+
+def watch_crm(runtime: Runtime, tenant: Tenant, job: WatchJob, pending: Pending) -> None:
+    config, crm = tenant.connectors.get("crm"), runtime.crm(tenant)
+    if config is None or config.type != "clio" or crm is None:
+        return
+    now = runtime.now()
+    with runtime.db.transaction() as session:
+        held = [(s.id, s.external_id, s.status, s.expires_at)
+                for s in sync_state.live_subscriptions(session, tenant_id=tenant.id, provider="clio")]
+    active = [h for h in held if h[2] == "active" and not h[1].startswith("pending:")]
+    if any(expires is None or expires > now + RENEW_BEFORE for _, _, _, expires in active):
+        return
+    if active:
+        row_id, webhook_id, _, _ = active[0]
+        granted = crm.renew_webhook(webhook_id=webhook_id, expires_at=now + CLIO_LIFETIME)
+        with runtime.db.transaction() as session:
+            session.get(SyncSubscription, row_id).expires_at = granted
+        return
+    for row_id, webhook_id, _, _ in held:  # a handshake that never came: start again
+        if not webhook_id.startswith("pending:"):
+            crm.delete_webhook(webhook_id=webhook_id)
+        _mark(runtime, row_id, "stopped")
+    token = secrets.token_urlsafe(24)
+    # The row exists before Clio is asked, as Clio may send the handshake before it answers the create.
+    with runtime.db.transaction() as session:
+        row = SyncSubscription(tenant_id=tenant.id, provider="clio", resource="contact", external_id=f"pending:{token}",
+                               path_token=token, status="pending")
+        session.add(row)
+        session.flush()
+        row_id = row.id
+    made = crm.create_webhook(url=f"{runtime.settings.public_url}/webhooks/clio/{token}", model="contact",
+                              fields=CLIO_CONTACT_FIELDS, events=["updated"])
+    with runtime.db.transaction() as session:
+        row = session.get(SyncSubscription, row_id)
+        row.external_id, row.expires_at = made["webhook_id"], made["expires_at"]
 
 
 def _open_google_channel(runtime: Runtime, tenant: Tenant, calendar, calendar_id: str, address: str) -> None:

@@ -60,6 +60,7 @@ def handlers() -> dict[Kind, tuple[str, Handler]]:
         Kind.calendar_event_changed: ("calendar", pulls.event_changed),
         Kind.crm_contact_changed: ("crm", pulls.contact_changed),
         Kind.watch_calendars: ("calendar", pulls.watch_calendars),
+        Kind.watch_crm: ("crm", pulls.watch_crm),
     }
 
 
