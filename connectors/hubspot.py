@@ -177,6 +177,31 @@ class HubSpotCRM:
                                  key=key or _derived_key("booking", contact_id, booking.start.isoformat()),
                                  contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
 
+    def set_do_not_text(self, *, contact_id: str, value: bool) -> None:
+        """Write the caller's own opt-out (or opt-in) to the do-not-text property, creating it on first use."""
+        name = self._config.do_not_text_property
+        with _vendor_errors(f"set up the {name} property"):
+            try:
+                self._properties.get_by_name("contacts", name, _request_timeout=self._timeout)
+            except PropertiesApiException as exc:
+                if exc.status != 404:
+                    raise
+                self._create_do_not_text_property(name)
+        self._update("contacts", contact_id, {name: "true" if value else "false"})
+
+    def _create_do_not_text_property(self, name: str) -> None:
+        self._ensure_group("contacts")
+        try:
+            self._properties.create("contacts", PropertyCreate(
+                name=name, label="Do not text", type="bool", field_type="booleancheckbox", group_name=KEY_GROUP,
+                form_field=False, options=[{"label": "Yes", "value": "true", "displayOrder": 0, "hidden": False},
+                                           {"label": "No", "value": "false", "displayOrder": 1, "hidden": False}],
+                description="Ticked: textback sends this contact no texts. textback ticks it when the caller "
+                            "replies STOP and clears it on START."), _request_timeout=self._timeout)
+        except PropertiesApiException as exc:
+            if exc.status != 409:  # another worker created it meanwhile
+                raise
+
     def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
         created = {"phone": contact.phone, **details, "lifecyclestage": "lead", "hs_lead_status": "NEW"}
         if self._config.source_property:
@@ -260,18 +285,21 @@ class HubSpotCRM:
         except PropertiesApiException as exc:
             if exc.status != 404:
                 raise
-        try:
-            self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
-                                _request_timeout=self._timeout)
-        except PropertiesApiException as exc:
-            if exc.status != 409:
-                raise
+        self._ensure_group(object_type)
         try:
             return self._create_key_property(object_type, unique=True)
         except PropertiesApiException as exc:
             if exc.status != 400:  # 400: this object type takes no unique-value properties in this account
                 raise
         return self._create_key_property(object_type, unique=False)
+
+    def _ensure_group(self, object_type: str) -> None:
+        try:
+            self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
+                                _request_timeout=self._timeout)
+        except PropertiesApiException as exc:
+            if exc.status != 409:  # 409: it exists already
+                raise
 
     def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
         try:

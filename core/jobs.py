@@ -140,6 +140,7 @@ PAYLOADS: dict[Kind, type[JobPayload]] = {
     Kind.calendar_pull: CalendarPullJob,
     Kind.calendar_event_changed: CalendarEventJob,
     Kind.crm_contact_changed: ContactChangeJob,
+    Kind.crm_write_opt_out: LeadJob,
     Kind.watch_calendars: WatchJob,
     Kind.watch_crm: WatchJob,
 }

@@ -28,6 +28,7 @@ def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: d
     lead.opted_out_at, lead.opt_out_source = now, source
     session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_out", source=source, detail=detail))
     stop_texting(session, lead, state="opted_out", outcome="opted_out", now=now)
+    write_to_crm_later(session, lead, pending)
     latest = session.scalar(select(Conversation).where(Conversation.lead_id == lead.id)
                             .order_by(Conversation.id.desc()).limit(1))
     if latest is not None:
@@ -50,12 +51,22 @@ def stop_texting(session: Session, lead: Lead, *, state: str, outcome: str, now:
         message.status = "suppressed"
 
 
-def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str) -> bool:
+def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str, pending: Pending | None = None) -> bool:
     if lead.opted_out_at is None:
         return False
     lead.opted_out_at, lead.opt_out_source = None, None
     session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_in", source=source))
+    if pending is not None:
+        write_to_crm_later(session, lead, pending)
     return True
+
+
+def write_to_crm_later(session: Session, lead: Lead, pending: Pending) -> None:
+    """Tell the CRM's do-not-text field what the caller said, so both sides agree (the job reads the lead's
+    state when it runs; keyed by this opt-out/opt-in event, so each is written once)."""
+    count = session.query(OptOutEvent).filter(OptOutEvent.lead_id == lead.id).count()
+    pending.add(session, tenant_id=lead.tenant_id, kind=Kind.crm_write_opt_out,
+                key=f"crm-opt-out:{lead.id}:{count}", payload={"lead_id": lead.id})
 
 
 def confirm_opt_out(session: Session, *, tenant: Tenant, lead: Lead, business_number: str, pending: Pending,

@@ -51,6 +51,18 @@ def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int, *, refresh: b
     return contact_id
 
 
+def write_opt_out(runtime: Runtime, tenant: Tenant, job: LeadJob, pending: Pending) -> None:
+    """The caller's STOP (or START) as the CRM's do-not-text field, for CRMs textback can set it in."""
+    crm = runtime.crm(tenant)
+    if crm is None or not hasattr(crm, "set_do_not_text"):
+        return  # Clio's field is a custom field staff own; the webhook connector carries opt-outs in its events
+    with _writing(runtime, tenant, job.lead_id):
+        contact_id = ensure_contact(runtime, tenant, job.lead_id)
+        with runtime.db.transaction() as session:
+            opted_out = session.get(Lead, job.lead_id).opted_out_at is not None
+        crm.set_do_not_text(contact_id=contact_id, value=opted_out)
+
+
 def log_conversation(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
     if runtime.crm(tenant) is None:
         return

@@ -204,3 +204,24 @@ def test_events_in_one_batch_apply_in_time_order_whatever_order_they_arrive_in(t
     assert not lead_now(textback).do_not_text
     [job] = rows(textback, Kind.crm_contact_changed)
     assert job.payload["changes"] == {"do_not_text": "false"}
+
+
+def test_a_caller_who_texts_stop_is_marked_do_not_text_in_hubspot_and_start_clears_it(phone, textback, stack):
+    # Given: a caller pushed to HubSpot (the portal has no do-not-text property yet)
+    miss_a_call(phone)
+    textback.drain()
+    contact = contact_id(textback)
+    # When
+    say(phone, textback, "STOP")
+    # Then: textback created the property and ticked it, so staff see what the caller asked
+    assert _property(stack, contact) == "true"
+    # And START clears it
+    say(phone, textback, "START")
+    assert _property(stack, contact) == "false"
+
+
+def _property(stack, contact: str) -> str | None:
+    answer = httpx.get(f"{stack.servers['hubspot'].url}/crm/v3/objects/contacts/{contact}",
+                       params={"properties": DO_NOT_TEXT},
+                       headers={"Authorization": f"Bearer {stack.env['HUBSPOT_TOKEN']}"}, timeout=10)
+    return answer.json()["properties"].get(DO_NOT_TEXT)
