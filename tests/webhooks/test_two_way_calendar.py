@@ -240,3 +240,21 @@ def test_upkeep_renews_a_channel_about_to_expire_and_stops_the_old_one(textback,
     with textback.runtime.db.transaction() as s:
         statuses = {c.external_id: c.status for c in s.scalars(select(SyncSubscription))}
     assert statuses == {old["id"]: "stopped", new["id"]: "active"}
+
+
+def test_sync_status_prints_the_hubspot_url_to_paste_and_the_channels_held(textback, tenants_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from webhooks.cli import app
+
+    # Given
+    watch(textback)
+    monkeypatch.setenv("TEXTBACK_CONFIG", str(tenants_path))
+    monkeypatch.setenv("TEXTBACK_DATABASE_URL", textback.runtime.db.url)
+    monkeypatch.setenv("TEXTBACK_PUBLIC_URL", "https://textback.example.com")
+    # When
+    result = CliRunner().invoke(app, ["sync", "status"])
+    # Then
+    assert result.exit_code == 0, result.output
+    assert "paste https://textback.example.com/webhooks/hubspot" in result.output
+    assert f"google    {CALENDAR}" in result.output and "active" in result.output
