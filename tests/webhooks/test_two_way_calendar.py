@@ -258,3 +258,30 @@ def test_sync_status_prints_the_hubspot_url_to_paste_and_the_channels_held(textb
     assert result.exit_code == 0, result.output
     assert "paste https://textback.example.com/webhooks/hubspot" in result.output
     assert f"google    {CALENDAR}" in result.output and "active" in result.output
+
+
+def test_on_postgresql_a_staff_move_pushed_by_google_reaches_the_caller_and_a_replay_changes_nothing(
+        postgres_db, tenants_path, clock, stack):
+    from connectors.registry import validate_connector
+    from core.config import load_tenants
+    from sandbox.phone import SandboxPhone
+    from sync.embedded import Embedded
+
+    tenants = load_tenants(tenants_path, validate_connector=validate_connector)
+    with Embedded(db=postgres_db, tenants=tenants, clock=clock) as pg, httpx.Client(timeout=10) as http:
+        phone = SandboxPhone(app_url=pg.url, auth_token=stack.auth_token, account_sid=stack.account_sid,
+                             twilio=stack.twilio, http=http)
+        # Given
+        booking = book(phone, pg, stack)
+        watch(pg)
+        deliver(stack)
+        # When
+        move_in_google(stack, booking.external_event_id, booking.start_at + timedelta(hours=5))
+        deliver(stack)
+        pg.drain()
+        run(pg, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:pg-again")
+        # Then
+        assert booking_now(pg, booking.id).start_at == booking.start_at + timedelta(hours=5)
+        assert len(messages(pg, "calendar_change")) == 1
+        with pg.runtime.db.transaction() as s:
+            assert '"sync"' in s.scalar(select(SyncCursor.cursor))
