@@ -86,6 +86,8 @@ NOTE_BODY_LIMIT = 65_536
 KEY_PROPERTY = "textback_key"
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
+SEARCH_PAGE = 100  # the most search returns per page
+SEARCH_CAP = 10_000  # search returns no result past the 10,000th
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
 
@@ -176,6 +178,35 @@ class HubSpotCRM:
         return self._create_once("meetings", {**meeting, "hs_meeting_outcome": "SCHEDULED"}, meeting,
                                  key=key or _derived_key("booking", contact_id, booking.start.isoformat()),
                                  contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
+
+    def contacts_changed(self, *, cursor: dict | None) -> tuple[list[tuple[str, dict[str, str | None]]], dict, bool]:
+        """One page of contacts modified since the cursor, oldest change first: (id, do-not-text and owner
+        values), the cursor to store, and whether this was the last page.
+
+        Search stops at 10,000 results; before reaching it the window moves to start at the last
+        modification time seen, so a long backlog is read to the end (the contact at the boundary is read
+        twice, which applying values, not differences, makes harmless).
+        """
+        cursor = cursor or {}
+        since, after = cursor.get("since"), int(cursor.get("after") or 0)
+        names = [self._config.do_not_text_property, "hubspot_owner_id", "lastmodifieddate"]
+        filters = [Filter(property_name="lastmodifieddate", operator="GTE", value=since)] if since else []
+        request = PublicObjectSearchRequest(
+            filter_groups=[FilterGroup(filters=filters)] if filters else [], properties=names, limit=SEARCH_PAGE,
+            sorts=[{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}], after=str(after) if after else None)
+        with _vendor_errors("search contacts modified since the last pull"):
+            page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
+        found = [(str(each.id), {"do_not_text": (each.properties or {}).get(self._config.do_not_text_property),
+                                 "owner_id": (each.properties or {}).get("hubspot_owner_id")})
+                 for each in page.results]
+        last = next((each.properties.get("lastmodifieddate") for each in reversed(page.results)
+                     if (each.properties or {}).get("lastmodifieddate")), since)
+        following = page.paging.next.after if page.paging and page.paging.next else None
+        if following is None:
+            return found, {"since": last} if last else {}, True
+        if int(following) + SEARCH_PAGE > SEARCH_CAP:
+            return found, {"since": last}, False  # move the window rather than page into the cap
+        return found, {"since": since, "after": following} if since else {"after": following}, False
 
     def set_do_not_text(self, *, contact_id: str, value: bool) -> None:
         """Write the caller's own opt-out (or opt-in) to the do-not-text property, creating it on first use."""

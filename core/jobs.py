@@ -122,7 +122,7 @@ class ContactChangeJob(JobPayload):
 
 
 class WatchJob(JobPayload):
-    """Open or renew the tenant's calendar push subscriptions; stop the ones no calendar needs."""
+    """A tenant-wide sync job (subscription upkeep, a CRM pull): the tenant is all it needs."""
 
 
 PAYLOADS: dict[Kind, type[JobPayload]] = {
@@ -141,6 +141,7 @@ PAYLOADS: dict[Kind, type[JobPayload]] = {
     Kind.calendar_event_changed: CalendarEventJob,
     Kind.crm_contact_changed: ContactChangeJob,
     Kind.crm_write_opt_out: LeadJob,
+    Kind.crm_pull: WatchJob,
     Kind.watch_calendars: WatchJob,
     Kind.watch_crm: WatchJob,
 }

@@ -34,6 +34,7 @@ class Kind(str, enum.Enum):
     calendar_event_changed = "calendar_event_changed"
     crm_contact_changed = "crm_contact_changed"
     crm_write_opt_out = "crm_write_opt_out"
+    crm_pull = "crm_pull"
     watch_calendars = "watch_calendars"
     watch_crm = "watch_crm"
 

@@ -137,7 +137,8 @@ def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: P
         record = BookingRecord(
             title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_phone(session, conversation)}",
             start=booking.start_at, end=booking.end_at, cancelled=cancelled,
-            description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
+            description=("Cancelled (by the caller, or by staff in the calendar). " if cancelled
+                         else "Booked by textback. ") + answers,
         )
         lead_id, conversation_id = booking.lead_id, booking.conversation_id
         key = _key(tenant, "booking", booking_id, booking.created_at)

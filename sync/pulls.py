@@ -6,6 +6,8 @@ core/crm_sync.py); open and renew the push subscriptions that say when to look.
                             410 starts a full sync). Outlook: every upcoming booked event read by id.
     calendar_event_changed  one event a Graph notification named, read and applied
     crm_contact_changed     contact fields a CRM webhook carried (no vendor call: the event has the values)
+    crm_pull                HubSpot: contacts modified since the stored cursor (search by lastmodifieddate,
+                            the window moved before the 10,000-result cap), page by page like calendar_pull
     watch_calendars         Google channels and Graph subscriptions opened, renewed before they expire,
                             and stopped for calendars the tenant no longer books into
     watch_crm               the Clio contact webhook created (its handshake completes on /webhooks/clio)
@@ -87,6 +89,24 @@ def contact_changed(runtime: Runtime, tenant: Tenant, job: ContactChangeJob, pen
                                               changes=job.changes, now=runtime.now())
     if done:
         log.info("tenant %s: CRM contact %s: %s", tenant.id, job.contact_id, ", ".join(done))
+
+
+def pull_crm(runtime: Runtime, tenant: Tenant, job: WatchJob, pending: Pending) -> None:
+    crm, config = runtime.crm(tenant), tenant.connectors.get("crm")
+    if crm is None or not hasattr(crm, "contacts_changed"):
+        return
+    while True:
+        with runtime.db.transaction() as session:
+            cursor = sync_state.read_cursor(session, tenant_id=tenant.id, provider=config.type, scope="contacts")
+        contacts, cursor, last_page = crm.contacts_changed(cursor=cursor)
+        with runtime.db.transaction() as session:
+            for contact_id, values in contacts:
+                crm_sync.apply_contact_changes(session, tenant_id=tenant.id, crm=config.type, contact_id=contact_id,
+                                               changes=values, now=runtime.now())
+            sync_state.save_cursor(session, tenant_id=tenant.id, provider=config.type, scope="contacts",
+                                   cursor=cursor, now=runtime.now())
+        if last_page:
+            return
 
 
 def watch_calendars(runtime: Runtime, tenant: Tenant, job: WatchJob, pending: Pending) -> None:

@@ -60,6 +60,7 @@ def handlers() -> dict[Kind, tuple[str, Handler]]:
         Kind.calendar_event_changed: ("calendar", pulls.event_changed),
         Kind.crm_contact_changed: ("crm", pulls.contact_changed),
         Kind.crm_write_opt_out: ("crm", crm_push.write_opt_out),
+        Kind.crm_pull: ("crm", pulls.pull_crm),
         Kind.watch_calendars: ("calendar", pulls.watch_calendars),
         Kind.watch_crm: ("crm", pulls.watch_crm),
     }

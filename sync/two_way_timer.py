@@ -33,6 +33,10 @@ def schedule_due(runtime: Runtime) -> list[int]:
                                 key=f"pull:{tenant.id}:{calendar_id}:{period}", payload={"calendar_id": calendar_id})
                 pending.add(session, tenant_id=tenant.id, kind=Kind.watch_calendars,
                             key=f"watch-calendars:{tenant.id}:{upkeep}", payload={})
+            if crm is not None and crm.type == "hubspot":
+                period = epoch // (tenant.two_way.pull_minutes * 60)
+                pending.add(session, tenant_id=tenant.id, kind=Kind.crm_pull, key=f"crm-pull:{tenant.id}:{period}",
+                            payload={})
             if crm is not None and crm.type == "clio":
                 pending.add(session, tenant_id=tenant.id, kind=Kind.watch_crm, key=f"watch-crm:{tenant.id}:{upkeep}",
                             payload={})

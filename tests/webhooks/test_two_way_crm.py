@@ -17,7 +17,7 @@ from tests.webhooks.test_booking_flow import offered_times, say
 from sandbox.stack import SandboxStack
 from tests.webhooks.conftest import CALENDAR
 from tests.webhooks.two_way_support import (  # noqa: F401  (fixtures)
-    HUBSPOT_APP_SECRET, OWNER_CALENDAR, OWNER_ID, OWNER_PHONE, clock, lead_now, rows, textback, two_way_tenant, write_tenants,
+    HUBSPOT_APP_SECRET, OWNER_CALENDAR, OWNER_ID, OWNER_PHONE, clock, lead_now, rows, run, textback, two_way_tenant, write_tenants,
 )
 
 DO_NOT_TEXT = "textback_do_not_text"
@@ -225,3 +225,24 @@ def _property(stack, contact: str) -> str | None:
                        params={"properties": DO_NOT_TEXT},
                        headers={"Authorization": f"Bearer {stack.env['HUBSPOT_TOKEN']}"}, timeout=10)
     return answer.json()["properties"].get(DO_NOT_TEXT)
+
+
+def test_a_pull_catches_a_do_not_text_whose_webhook_never_came_and_resumes_from_its_cursor(phone, textback, stack):
+    from core.store.tables import SyncCursor
+
+    # Given: no webhook subscription at all (HubSpot gave up on us), and staff tick do-not-text
+    stack.hubspot.define_property("contacts", DO_NOT_TEXT, kind="bool")
+    miss_a_call(phone)
+    textback.drain()
+    staff_set(stack, contact_id(textback), **{DO_NOT_TEXT: "true"})
+    # When: the timer's pull runs
+    run(textback, Kind.crm_pull, {}, key="crm-pull:1")
+    # Then
+    assert lead_now(textback).do_not_text
+    with textback.runtime.db.transaction() as s:
+        assert '"since"' in s.scalar(select(SyncCursor.cursor).where(SyncCursor.scope == "contacts"))
+    # And the next pull starts from the cursor and sees the change staff make next
+    staff_set(stack, contact_id(textback), **{DO_NOT_TEXT: "false"}, hubspot_owner_id=OWNER_ID)
+    run(textback, Kind.crm_pull, {}, key="crm-pull:2")
+    lead = lead_now(textback)
+    assert (lead.do_not_text, lead.crm_owner_id) == (False, OWNER_ID)
