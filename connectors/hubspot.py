@@ -205,6 +205,9 @@ class HubSpotCRM:
         if following is None:
             return found, {"since": last} if last else {}, True
         if int(following) + SEARCH_PAGE > SEARCH_CAP:
+            if last == since:
+                raise Rejected(f"contact pull: over {SEARCH_CAP} contacts share lastmodifieddate {last}; "
+                               "search cannot page past them")
             return found, {"since": last}, False  # move the window rather than page into the cap
         return found, {"since": since, "after": following} if since else {"after": following}, False
 
