@@ -4,6 +4,8 @@
                      the new time once, inside their texting window
     event cancelled  booking cancelled; the CRM meeting follows; the caller is told and offered new
     or declined      times (unless the conversation is with staff, or the caller opted out)
+    moved onto       the booking keeps its old time here (the unique slot index forbids two of ours at
+    another booking  one start) and a warning is logged: staff double-booked the slot themselves
     unchanged        nothing: this is how an echo of textback's own write is recognised, since a move
                      textback made has already given the booking the time the calendar now reports
 
@@ -16,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import logging
+
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.booking import label
@@ -24,6 +29,8 @@ from core.config import Tenant
 from core.engine.conversation import Phase
 from core.outbox import Kind, Pending, queue_text
 from core.store.tables import Booking, Conversation, Lead
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,16 @@ def apply_event(session: Session, *, tenant: Tenant, event: EventState, now: dat
         return "cancelled"
     if event.start is None or event.end is None or (event.start, event.end) == (booking.start_at, booking.end_at):
         return "unchanged"
+    try:
+        with session.begin_nested():
+            booking.start_at, booking.end_at = event.start, event.end
+            session.flush()
+    except IntegrityError:
+        # Another active booking starts at that time on that calendar: staff put two appointments on one
+        # slot. The calendar shows both; ours keeps its old time here and staff are the ones to sort it out.
+        log.warning("tenant %s: event %s moved onto another booking's start; booking %s left at its old time",
+                    tenant.id, event.event_id, booking.id)
+        return "conflict"
     _moved_by_staff(session, tenant=tenant, booking=booking, start=event.start, end=event.end, now=now,
                     pending=pending)
     return "moved"
@@ -56,7 +73,6 @@ def apply_event(session: Session, *, tenant: Tenant, event: EventState, now: dat
 
 def _moved_by_staff(session: Session, *, tenant: Tenant, booking: Booking, start: datetime, end: datetime,
                     now: datetime, pending: Pending) -> None:
-    booking.start_at, booking.end_at = start, end
     pending.add(session, tenant_id=tenant.id, kind=Kind.crm_record_booking,
                 key=f"crm-booking:{booking.id}:{start.isoformat()}", payload={"booking_id": booking.id})
     conversation = session.get(Conversation, booking.conversation_id)

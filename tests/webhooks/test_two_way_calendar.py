@@ -285,3 +285,17 @@ def test_on_postgresql_a_staff_move_pushed_by_google_reaches_the_caller_and_a_re
         assert len(messages(pg, "calendar_change")) == 1
         with pg.runtime.db.transaction() as s:
             assert '"sync"' in s.scalar(select(SyncCursor.cursor))
+
+
+def test_staff_moving_one_booking_onto_anothers_start_leaves_ours_as_it_was_and_texts_nobody(phone, textback, stack):
+    # Given: two callers booked at different times
+    first = book(phone, textback, stack)
+    second = book(phone, textback, stack, caller="+15550104444", call_sid="CA" + "2" * 32)
+    assert first.start_at != second.start_at
+    # When: staff drag the first event onto the second one's start
+    move_in_google(stack, first.external_event_id, second.start_at)
+    run(textback, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:clash")
+    # Then: the pull finished, the first booking is unchanged, and no one was texted about it
+    assert [r.status for r in rows(textback, Kind.calendar_pull)] == ["done"]
+    assert booking_now(textback, first.id).start_at == first.start_at
+    assert not messages(textback, "calendar_change")
