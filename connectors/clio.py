@@ -100,6 +100,8 @@ class ClioConfig(ConnectorConfig):
     grow_base_url: str = GROW_URL
     oauth: OAuthApp | None = Field(default=None, description="instead of access_token: the Clio app a person "
                                                              "authorized with `textback connect`")
+    do_not_text_field: str | None = Field(default=None, description="the contact custom field (name or id, a "
+                                                                    "checkbox) staff tick to stop texts")
 
     @field_validator("base_url")
     @classmethod
@@ -282,6 +284,27 @@ class ClioCRM:
             raise Rejected(f"Clio has no practice area named {name!r}; add it in Clio or fix practice_areas")
         return self._practice_area_ids[name]
 
+    # --- webhooks (two-way sync) -----------------------------------------------------------------
+
+    def create_webhook(self, *, url: str, model: str, fields: str, events: list[str]) -> dict:
+        """Register a webhook; Clio then POSTs `url` with X-Hook-Secret, and it is live once echoed."""
+        made = self._call("POST", "webhooks", action="create webhook", params={"fields": "id,status,expires_at"},
+                          json={"data": {"url": url, "model": model, "fields": fields, "events": events}})
+        data = made.json()["data"]
+        return {"webhook_id": str(data["id"]), "expires_at": _clio_time(data.get("expires_at"))}
+
+    def renew_webhook(self, *, webhook_id: str, expires_at: datetime) -> datetime | None:
+        made = self._call("PATCH", f"webhooks/{webhook_id}", action="renew webhook", params={"fields": "id,expires_at"},
+                          json={"data": {"expires_at": expires_at.isoformat()}})
+        return _clio_time(made.json()["data"].get("expires_at"))
+
+    def delete_webhook(self, *, webhook_id: str) -> None:
+        try:
+            self._call("DELETE", f"webhooks/{webhook_id}", action="delete webhook")
+        except Rejected as exc:
+            if exc.status != 404:
+                raise
+
     # --- HTTP -------------------------------------------------------------------------------------
 
     def _upsert(self, kind: str, existing_id: str | None, fields: dict, on_create: Callable[[], dict], *,
@@ -384,6 +407,10 @@ def _detail(response: httpx.Response) -> str:
 
 
 # --- values -------------------------------------------------------------------------------------
+
+def _clio_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
 
 def _derived_key(kind: str, *identifying: str) -> str:
     """A key for a caller that gave none, from what identifies the record: the same record, the same key."""

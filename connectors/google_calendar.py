@@ -233,6 +233,29 @@ class GoogleCalendar:
                     raise
         return self._events_pages(calendar_id, {"showDeleted": True})
 
+    def changes_page(self, *, calendar_id: str, cursor: dict[str, str] | None) -> tuple[list[dict], dict[str, str]]:
+        """One page of changes: the events on it and the cursor to store before asking for the next page.
+
+        The cursor is `{"sync": token}` once a listing is complete, `{"page": token, ...}` in the middle of
+        one (so a pull that stops after page 1 resumes at page 2), or None for a full sync. A sync token
+        Google refuses with 410 starts a full sync of the calendar (cancelled events included).
+        """
+        cursor = cursor or {}
+        params: dict[str, Any] = {"syncToken": cursor["sync"]} if cursor.get("sync") else {"showDeleted": True}
+        if cursor.get("page"):
+            params["pageToken"] = cursor["page"]
+        request = self._service.events().list(calendarId=calendar_id, **params)
+        try:
+            page = self._execute(request, action="list changes")
+        except Rejected as exc:
+            if exc.status != 410 or not cursor.get("sync"):
+                raise
+            return self.changes_page(calendar_id=calendar_id, cursor=None)
+        items = page.get("items", [])
+        if page.get("nextPageToken"):
+            return items, {k: v for k, v in {"sync": cursor.get("sync"), "page": page["nextPageToken"]}.items() if v}
+        return items, {"sync": page["nextSyncToken"]}
+
     def _events_pages(self, calendar_id: str, params: dict[str, Any]) -> tuple[list[dict], str]:
         events, page_token = [], None
         while True:

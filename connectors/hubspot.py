@@ -86,6 +86,8 @@ NOTE_BODY_LIMIT = 65_536
 KEY_PROPERTY = "textback_key"
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
+SEARCH_PAGE = 100  # the most search returns per page
+SEARCH_CAP = 10_000  # search returns no result past the 10,000th
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
 
@@ -101,6 +103,17 @@ class HubSpotConfig(ConnectorConfig):
                                   "(HubSpot's own source properties are enumerations it sets itself)")
     timeout_seconds: float = Field(default=10, gt=0, le=60, description="how long one HubSpot call may take, "
                                                                         "connecting included (at most 5 s of it)")
+    webhook_secret: Secret | None = Field(
+        default=None, description="the app's client secret, which HubSpot signs webhook requests with "
+                                  "(X-HubSpot-Signature-v3); without it POST /webhooks/hubspot refuses this portal")
+    portal_id: int | None = Field(default=None, description="the HubSpot account (portal) id, to tell apart "
+                                                            "tenants whose portals share one app")
+    signature_versions: list[Literal["v1", "v2", "v3"]] = Field(
+        default=["v3"], description="accepted webhook signatures; v1/v2 (no timestamp, so replayable) only "
+                                    "when listed here")
+    do_not_text_property: str = Field(
+        default="textback_do_not_text", description="the contact property staff set to stop texts "
+                                                    "(a checkbox; 'true' stops, cleared resumes)")
 
 
 class HubSpotCRM:
@@ -165,6 +178,63 @@ class HubSpotCRM:
         return self._create_once("meetings", {**meeting, "hs_meeting_outcome": "SCHEDULED"}, meeting,
                                  key=key or _derived_key("booking", contact_id, booking.start.isoformat()),
                                  contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
+
+    def contacts_changed(self, *, cursor: dict | None) -> tuple[list[tuple[str, dict[str, str | None]]], dict, bool]:
+        """One page of contacts modified since the cursor, oldest change first: (id, do-not-text and owner
+        values), the cursor to store, and whether this was the last page.
+
+        Search stops at 10,000 results; before reaching it the window moves to start at the last
+        modification time seen, so a long backlog is read to the end (the contact at the boundary is read
+        twice, which applying values, not differences, makes harmless).
+        """
+        cursor = cursor or {}
+        since, after = cursor.get("since"), int(cursor.get("after") or 0)
+        names = [self._config.do_not_text_property, "hubspot_owner_id", "lastmodifieddate"]
+        filters = [Filter(property_name="lastmodifieddate", operator="GTE", value=since)] if since else []
+        request = PublicObjectSearchRequest(
+            filter_groups=[FilterGroup(filters=filters)] if filters else [], properties=names, limit=SEARCH_PAGE,
+            sorts=[{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}], after=str(after) if after else None)
+        with _vendor_errors("search contacts modified since the last pull"):
+            page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
+        found = [(str(each.id), {"do_not_text": (each.properties or {}).get(self._config.do_not_text_property),
+                                 "owner_id": (each.properties or {}).get("hubspot_owner_id")})
+                 for each in page.results]
+        last = next((each.properties.get("lastmodifieddate") for each in reversed(page.results)
+                     if (each.properties or {}).get("lastmodifieddate")), since)
+        following = page.paging.next.after if page.paging and page.paging.next else None
+        if following is None:
+            return found, {"since": last} if last else {}, True
+        if int(following) + SEARCH_PAGE > SEARCH_CAP:
+            if last == since:
+                raise Rejected(f"contact pull: over {SEARCH_CAP} contacts share lastmodifieddate {last}; "
+                               "search cannot page past them")
+            return found, {"since": last}, False  # move the window rather than page into the cap
+        return found, {"since": since, "after": following} if since else {"after": following}, False
+
+    def set_do_not_text(self, *, contact_id: str, value: bool) -> None:
+        """Write the caller's own opt-out (or opt-in) to the do-not-text property, creating it on first use."""
+        name = self._config.do_not_text_property
+        with _vendor_errors(f"set up the {name} property"):
+            try:
+                self._properties.get_by_name("contacts", name, _request_timeout=self._timeout)
+            except PropertiesApiException as exc:
+                if exc.status != 404:
+                    raise
+                self._create_do_not_text_property(name)
+        self._update("contacts", contact_id, {name: "true" if value else "false"})
+
+    def _create_do_not_text_property(self, name: str) -> None:
+        self._ensure_group("contacts")
+        try:
+            self._properties.create("contacts", PropertyCreate(
+                name=name, label="Do not text", type="bool", field_type="booleancheckbox", group_name=KEY_GROUP,
+                form_field=False, options=[{"label": "Yes", "value": "true", "displayOrder": 0, "hidden": False},
+                                           {"label": "No", "value": "false", "displayOrder": 1, "hidden": False}],
+                description="Ticked: textback sends this contact no texts. textback ticks it when the caller "
+                            "replies STOP and clears it on START."), _request_timeout=self._timeout)
+        except PropertiesApiException as exc:
+            if exc.status != 409:  # another worker created it meanwhile
+                raise
 
     def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
         created = {"phone": contact.phone, **details, "lifecyclestage": "lead", "hs_lead_status": "NEW"}
@@ -254,18 +324,21 @@ class HubSpotCRM:
         except PropertiesApiException as exc:
             if exc.status != 404:
                 raise
-        try:
-            self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
-                                _request_timeout=self._timeout)
-        except PropertiesApiException as exc:
-            if exc.status != 409:
-                raise
+        self._ensure_group(object_type)
         try:
             return self._create_key_property(object_type, unique=True)
         except PropertiesApiException as exc:
             if exc.status != 400:  # 400: this object type takes no unique-value properties in this account
                 raise
         return self._create_key_property(object_type, unique=False)
+
+    def _ensure_group(self, object_type: str) -> None:
+        try:
+            self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
+                                _request_timeout=self._timeout)
+        except PropertiesApiException as exc:
+            if exc.status != 409:  # 409: it exists already
+                raise
 
     def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
         try:

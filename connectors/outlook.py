@@ -53,6 +53,7 @@ from connectors.base import (
     parse_retry_after,
     query_windows,
 )
+from core.calendar_sync import EventState
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
 GRAPH_API = "https://graph.microsoft.com"
@@ -186,6 +187,37 @@ class OutlookCalendar:
         """Delete the event; one already gone (404) counts as done."""
         self._call("DELETE", f"/users/{_segment(calendar_id)}/events/{_segment(external_id)}",
                    action="cancel event", tolerate=(404,))
+
+    def event_state(self, *, calendar_id: str, external_id: str) -> EventState:
+        """The event as Outlook has it now; one deleted (404) or cancelled reads as cancelled."""
+        response = self._call("GET", f"/users/{_segment(calendar_id)}/events/{_segment(external_id)}",
+                              action="read event", tolerate=(404,),
+                              headers={"Prefer": 'outlook.timezone="UTC"'})
+        if response.status_code == 404:
+            return EventState(calendar_id=calendar_id, event_id=external_id, cancelled=True)
+        event = response.json()
+        declined = (event.get("responseStatus") or {}).get("response") == "declined"
+        return EventState(calendar_id=calendar_id, event_id=external_id,
+                          cancelled=bool(event.get("isCancelled")) or declined,
+                          start=_instant(event["start"]), end=_instant(event["end"]))
+
+    def subscribe(self, *, calendar_id: str, notification_url: str, client_state: str,
+                  expires_at: datetime) -> dict:
+        """A Graph subscription on the mailbox's events (Graph validates the URL before it answers)."""
+        body = {"changeType": "created,updated,deleted", "notificationUrl": notification_url,
+                "lifecycleNotificationUrl": notification_url, "clientState": client_state,
+                "resource": f"users/{calendar_id}/events",
+                "expirationDateTime": expires_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+        made = self._call("POST", "/subscriptions", json=body, action="subscribe").json()
+        return {"subscription_id": made["id"], "expires_at": _parse_utc(made["expirationDateTime"])}
+
+    def renew(self, *, subscription_id: str, expires_at: datetime) -> datetime:
+        body = {"expirationDateTime": expires_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+        made = self._call("PATCH", f"/subscriptions/{_segment(subscription_id)}", json=body, action="renew").json()
+        return _parse_utc(made["expirationDateTime"])
+
+    def unsubscribe(self, *, subscription_id: str) -> None:
+        self._call("DELETE", f"/subscriptions/{_segment(subscription_id)}", action="unsubscribe", tolerate=(404,))
 
     def _call(self, method: str, path: str, *, action: str, json: Any = None, headers: dict[str, str] | None = None,
               tolerate: tuple[int, ...] = ()) -> httpx.Response:
@@ -330,6 +362,14 @@ def _busy_items(mailbox: str, schedule: dict | None) -> list[BusyInterval]:
         raise Rejected(f"free/busy query: {mailbox}: {error.get('responseCode')}: {error.get('message')}")
     return [BusyInterval(start=_instant(item["start"]), end=_instant(item["end"]))
             for item in schedule.get("scheduleItems", []) if item.get("status") != "free"]
+
+
+def _parse_utc(value: str) -> datetime:
+    """Graph's DateTimeOffset ("2031-01-06T15:00:00.0000000Z"): up to 7 fraction digits, which Python reads 6 of."""
+    text = value.removesuffix("Z").split("+")[0]
+    whole, _, fraction = text.partition(".")
+    moment = datetime.fromisoformat(whole + (f".{fraction[:6]}" if fraction else ""))
+    return moment.replace(tzinfo=timezone.utc)
 
 
 def _instant(value: dict) -> datetime:

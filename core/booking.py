@@ -5,8 +5,8 @@ Two conversation answers steer it (both optional):
 - `preferred_window`: the caller's stated window, `{"start": ISO-8601, "end": ISO-8601}` with a UTC
   offset (a time without one is read in the tenant's zone). Slots are offered inside it; when none fit
   there, the ones nearest to it are offered and the caller is told so.
-- `owner_id`: the CRM owner of the lead. Until the two-way CRM sync sets it on the lead, whoever knows
-  the owner puts it in the answers; `booking.owner_calendars` maps it to that person's calendar.
+- `owner_id`: the CRM owner of the lead. The two-way sync sets it from the CRM (`Lead.crm_owner_id`,
+  which wins over an answer); `booking.owner_calendars` maps it to that person's calendar.
 """
 
 from __future__ import annotations

@@ -159,6 +159,21 @@ class BookingSettings(_Strict):
         {}, description="CRM owner id -> that person's calendar id; a lead with an owner is offered only it")
 
 
+class TwoWaySettings(_Strict):
+    """What changes made in the CRM and the calendars do here (README "Two-way sync")."""
+
+    owner_phones: dict[str, str] = Field(
+        {}, description="CRM owner id -> that person's phone: handoffs of their leads go there")
+    pull_minutes: int = Field(15, ge=1, le=1440, description="minutes between incremental pulls, the safety "
+                                                              "net under push notifications")
+    tell_caller: bool = Field(True, description="text the caller when staff move or cancel the appointment")
+
+    @field_validator("owner_phones")
+    @classmethod
+    def _phones(cls, value: dict[str, str]) -> dict[str, str]:
+        return {owner: to_e164(phone) for owner, phone in value.items()}
+
+
 class Tenant(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,62}$")
     name: str = Field(min_length=1, max_length=80)
@@ -183,6 +198,7 @@ class Tenant(_Strict):
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                        description="SHA-256 of the key other phone systems send as a bearer token")
     connectors: dict[Literal["sms", "crm", "calendar"], Any] = {}
+    two_way: TwoWaySettings = TwoWaySettings()
 
     @field_validator("timezone")
     @classmethod

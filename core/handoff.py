@@ -22,10 +22,10 @@ def request_handoff(session: Session, *, tenant: Tenant, conversation: Conversat
     conversation.state = "handoff"
     conversation.handoff_summary = summary
     conversation.outcome = conversation.outcome or "handoff"
-    caller = session.get(Lead, conversation.lead_id).phone
-    text = tenant.templates.render("handoff_staff", business=tenant.name, caller=caller, summary=summary,
+    lead = session.get(Lead, conversation.lead_id)
+    text = tenant.templates.render("handoff_staff", business=tenant.name, caller=lead.phone, summary=summary,
                                    conversation_id=str(conversation.id))
-    for staff in tenant.handoff_to:
+    for staff in handoff_numbers(tenant, lead):
         pending.add(session, tenant_id=tenant.id, kind=Kind.notify_staff,
                     key=f"handoff:{conversation.id}:{staff}",
                     payload={"to": staff, "from": conversation.business_number, "body": text})
@@ -43,6 +43,12 @@ def relay_to_staff(session: Session, *, tenant: Tenant, conversation: Conversati
         pending.add(session, tenant_id=tenant.id, kind=Kind.notify_staff, key=f"relay:{message_sid}:{staff}",
                     payload={"to": staff, "from": conversation.business_number, "body": text})
     log_conversation_later(session, conversation, pending, reason="caller_message")
+
+
+def handoff_numbers(tenant: Tenant, lead: Lead) -> list[str]:
+    """The lead's CRM owner's phone when staff assigned an owner with a mapped phone; else the handoff list."""
+    owner_phone = tenant.two_way.owner_phones.get(lead.crm_owner_id or "")
+    return [owner_phone] if owner_phone else list(tenant.handoff_to)
 
 
 def take_over(session: Session, *, conversation: Conversation, by: str, now: datetime, pending: Pending) -> bool:

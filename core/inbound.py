@@ -79,7 +79,7 @@ def inbound_sms(
                             appointment_note=active_booking_note(session, lead.id, tenant, now=now))
         return InboundOutcome(keyword=word.value if word else "revocation")
     if word is Keyword.start and lead.opted_out_at is not None:
-        opt_in(session, lead, tenant_id=tenant.id, source="sms_keyword")
+        opt_in(session, lead, tenant_id=tenant.id, source="sms_keyword", pending=pending)
         return InboundOutcome(keyword=word.value)
     if lead.opted_out_at is not None:
         return InboundOutcome()  # opted out: record what they said, answer nothing

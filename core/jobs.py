@@ -100,6 +100,31 @@ class CancelBookingJob(JobPayload):
     booking_id: int | None = None  # without it, the lead's next confirmed appointment
 
 
+class CalendarPullJob(JobPayload):
+    """Pull what changed in one calendar since its stored cursor (a push said something changed, or the timer)."""
+
+    calendar_id: str
+
+
+class CalendarEventJob(JobPayload):
+    """One event a push notification named: read it and apply what staff did to it."""
+
+    calendar_id: str
+    event_id: str
+
+
+class ContactChangeJob(JobPayload):
+    """Contact fields staff changed in the CRM, as the vendor's webhook reported them (the CRM owns these)."""
+
+    contact_id: str
+    changes: dict[str, str | None]
+    occurred_at: datetime | None = None
+
+
+class WatchJob(JobPayload):
+    """A tenant-wide sync job (subscription upkeep, a CRM pull): the tenant is all it needs."""
+
+
 PAYLOADS: dict[Kind, type[JobPayload]] = {
     Kind.send_sms: SendSMSJob,
     Kind.followup: FollowupJob,
@@ -112,6 +137,13 @@ PAYLOADS: dict[Kind, type[JobPayload]] = {
     Kind.book_slot: BookSlotJob,
     Kind.reschedule_booking: ConversationJob,
     Kind.cancel_booking: CancelBookingJob,
+    Kind.calendar_pull: CalendarPullJob,
+    Kind.calendar_event_changed: CalendarEventJob,
+    Kind.crm_contact_changed: ContactChangeJob,
+    Kind.crm_write_opt_out: LeadJob,
+    Kind.crm_pull: WatchJob,
+    Kind.watch_calendars: WatchJob,
+    Kind.watch_crm: WatchJob,
 }
 
 # Jobs a caller is waiting on: when one fails for good, the caller is handed to staff instead of silence.

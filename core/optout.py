@@ -27,12 +27,8 @@ def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: d
         return False
     lead.opted_out_at, lead.opt_out_source = now, source
     session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_out", source=source, detail=detail))
-    for conversation in session.scalars(select(Conversation).where(
-            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
-        conversation.state, conversation.outcome, conversation.closed_at = "opted_out", "opted_out", now
-    for message in session.scalars(select(Message).where(
-            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
-        message.status = "suppressed"
+    stop_texting(session, lead, state="opted_out", outcome="opted_out", now=now)
+    write_to_crm_later(session, lead, pending)
     latest = session.scalar(select(Conversation).where(Conversation.lead_id == lead.id)
                             .order_by(Conversation.id.desc()).limit(1))
     if latest is not None:
@@ -45,12 +41,32 @@ def opt_out(session: Session, lead: Lead, *, tenant_id: str, source: str, now: d
     return True
 
 
-def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str) -> bool:
+def stop_texting(session: Session, lead: Lead, *, state: str, outcome: str, now: datetime) -> None:
+    """Close the lead's open conversations and suppress the texts still queued for it."""
+    for conversation in session.scalars(select(Conversation).where(
+            Conversation.lead_id == lead.id, Conversation.state.in_([p.value for p in OPEN_PHASES]))):
+        conversation.state, conversation.outcome, conversation.closed_at = state, outcome, now
+    for message in session.scalars(select(Message).where(
+            Message.lead_id == lead.id, Message.direction == "outbound", Message.status == "queued")):
+        message.status = "suppressed"
+
+
+def opt_in(session: Session, lead: Lead, *, tenant_id: str, source: str, pending: Pending | None = None) -> bool:
     if lead.opted_out_at is None:
         return False
     lead.opted_out_at, lead.opt_out_source = None, None
     session.add(OptOutEvent(tenant_id=tenant_id, lead_id=lead.id, action="opt_in", source=source))
+    if pending is not None:
+        write_to_crm_later(session, lead, pending)
     return True
+
+
+def write_to_crm_later(session: Session, lead: Lead, pending: Pending) -> None:
+    """Tell the CRM's do-not-text field what the caller said, so both sides agree (the job reads the lead's
+    state when it runs; keyed by this opt-out/opt-in event, so each is written once)."""
+    count = session.query(OptOutEvent).filter(OptOutEvent.lead_id == lead.id).count()
+    pending.add(session, tenant_id=lead.tenant_id, kind=Kind.crm_write_opt_out,
+                key=f"crm-opt-out:{lead.id}:{count}", payload={"lead_id": lead.id})
 
 
 def confirm_opt_out(session: Session, *, tenant: Tenant, lead: Lead, business_number: str, pending: Pending,

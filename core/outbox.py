@@ -29,6 +29,14 @@ class Kind(str, enum.Enum):
     cancel_booking = "cancel_booking"
     followup = "followup"
     notify_staff = "notify_staff"
+    # two-way sync (core/calendar_sync.py, core/crm_sync.py, sync/pulls.py)
+    calendar_pull = "calendar_pull"
+    calendar_event_changed = "calendar_event_changed"
+    crm_contact_changed = "crm_contact_changed"
+    crm_write_opt_out = "crm_write_opt_out"
+    crm_pull = "crm_pull"
+    watch_calendars = "watch_calendars"
+    watch_crm = "watch_crm"
 
 
 class Deferred(Exception):

@@ -31,7 +31,7 @@ from core.store.tables import Call, Conversation, Lead, Message
 
 LANDLINE_TYPES = frozenset({"landline", "fixedVoip", "tollFree", "pager", "voicemail"})
 ALWAYS_ALLOWED = frozenset({"opt_out"})
-WAIT_FOR_WINDOW = frozenset({"followup"})
+WAIT_FOR_WINDOW = frozenset({"followup", "calendar_change"})  # not answers: they wait for the window
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ SITUATIONS: dict[str, frozenset[str]] = {
     "booking_confirmation": frozenset({"business", "slot", "timezone", "location", "first_name"}),
     "help": frozenset({"business", "contact"}),
     "opt_out_confirmation": frozenset({"business", "appointment_note"}),
+    "booking_moved": frozenset({"business", "slot", "timezone", "location", "contact", "first_name"}),
+    "booking_cancelled": frozenset({"business", "slot", "timezone", "contact", "first_name"}),
 }
 
 FIRST_MESSAGES = ("first_in_hours", "first_after_hours")
@@ -42,6 +44,10 @@ DEFAULTS: dict[str, str] = {
             "Msg & data rates may apply. Reply STOP to opt out.",
     "opt_out_confirmation": "You're unsubscribed from {business} texts and will get no more messages."
                             "{appointment_note} Reply START to resubscribe.",
+    "booking_moved": "{business}'s automated assistant: your appointment has been moved to {slot} ({timezone})."
+                     "{location} If that time doesn't suit you, call {contact}.",
+    "booking_cancelled": "{business}'s automated assistant: your appointment on {slot} ({timezone}) has been "
+                         "cancelled by our team. We'll text you some new times; or call {contact}.",
 }
 
 _AUTOMATED = re.compile(r"\bautomated\b", re.I)
@@ -64,6 +70,8 @@ class Templates(BaseModel):
     booking_confirmation: str = DEFAULTS["booking_confirmation"]
     help: str = DEFAULTS["help"]
     opt_out_confirmation: str = DEFAULTS["opt_out_confirmation"]
+    booking_moved: str = DEFAULTS["booking_moved"]
+    booking_cancelled: str = DEFAULTS["booking_cancelled"]
 
     @model_validator(mode="before")
     @classmethod

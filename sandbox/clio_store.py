@@ -171,7 +171,19 @@ def _contact(store: ClioStore, data: dict, current: dict | None) -> dict:
         out["email_addresses"] = store.owned_items((current or {}).get("email_addresses", []),
                                                    data["email_addresses"], "email_addresses", _email_address,
                                                    primary="default_email")
+    if "custom_field_values" in data:
+        # Clio names the field by `custom_field: {id}`; the sandbox keys its values by the field's name.
+        out["custom_field_values"] = store.owned_items((current or {}).get("custom_field_values", []),
+                                                       data["custom_field_values"], "custom_field_values",
+                                                       _custom_value, primary="_never")
     return out
+
+
+def _custom_value(item: dict, given: dict) -> None:
+    name = given.get("field_name") or item.get("field_name") or (given.get("custom_field") or {}).get("id")
+    if not name:
+        raise invalid("Custom field values need a field_name or custom_field")
+    item["field_name"], item["value"] = str(name), given.get("value")
 
 
 def _finish_contact(store: ClioStore, record: dict, before: dict | None) -> None:

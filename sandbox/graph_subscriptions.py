@@ -29,6 +29,7 @@ MAX_LIFETIME = timedelta(minutes=10080)
 MIN_LIFETIME = timedelta(minutes=45)
 VALIDATION_TIMEOUT = 10.0
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 _RESOURCE = re.compile(r"/?(?:(?P<me>me)|users/(?P<user>[^/]+))"
                        r"(?:(?P<default>/calendar)|/calendars/(?P<calendar>[^/]+))?/events", re.IGNORECASE)
 
@@ -74,6 +75,7 @@ class Subscriptions:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _subscriptions: dict[str, Subscription] = field(default_factory=dict)
     _pending: list[tuple[str, dict]] = field(default_factory=list)  # (subscription id, notification)
+    _removed: dict[str, Subscription] = field(default_factory=dict)  # ended by a subscriptionRemoved event
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def create(self, body: dict, *, tenant_id: str, client_id: str, creator: str, user_id: str,
@@ -140,6 +142,23 @@ class Subscriptions:
                     "clientState": subscription.client_state, "tenantId": subscription.tenant_id,
                 }))
 
+    def lifecycle_event(self, subscription_id: str, event: str) -> None:
+        """Queue a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed) to the
+        subscription's lifecycleNotificationUrl, as Graph sends them; subscriptionRemoved also ends it."""
+        if event not in LIFECYCLE_EVENTS:
+            raise ValueError(f"{event!r} is not a lifecycle event Graph sends for Outlook events")
+        with self._lock:
+            subscription = self._subscriptions[subscription_id]
+            if subscription.lifecycle_url is None:
+                return  # without a lifecycle URL Graph sends none
+            self._pending.append((subscription.id, {
+                "subscriptionId": subscription.id, "lifecycleEvent": event, "resource": subscription.resource,
+                "subscriptionExpirationDateTime": graph_time.iso_utc(subscription.expires),
+                "clientState": subscription.client_state, "tenantId": subscription.tenant_id,
+            }))
+            if event == "subscriptionRemoved":
+                self._removed[subscription.id] = self._subscriptions.pop(subscription.id)
+
     def pending(self) -> list[dict]:
         with self._lock:
             return [notification for _, notification in self._pending]
@@ -150,7 +169,12 @@ class Subscriptions:
             live = {s.id: s for s in self._live()}
             batches: dict[str, list[tuple[str, dict]]] = {}
             for subscription_id, notification in self._pending:
-                if subscription_id in live:
+                if "lifecycleEvent" in notification:
+                    # A removed subscription's last word still goes out, to its lifecycle URL.
+                    subscription = live.get(subscription_id) or self._removed.get(subscription_id)
+                    if subscription is not None and subscription.lifecycle_url:
+                        batches.setdefault(subscription.lifecycle_url, []).append((subscription_id, notification))
+                elif subscription_id in live:
                     batches.setdefault(live[subscription_id].notification_url, []).append((subscription_id, notification))
             self._pending = []
         delivered, failed = 0, []

@@ -25,7 +25,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -53,8 +53,9 @@ class _Target:
 class HubSpotWebhooks:
     """The webhook targets of the apps installed in one portal, and the events waiting for them."""
 
-    def __init__(self, portal_id: int) -> None:
+    def __init__(self, portal_id: int, *, clock: Callable[[], float] = time.time) -> None:
         self.portal_id = portal_id
+        self.clock = clock  # epoch seconds: occurredAt and X-HubSpot-Request-Timestamp (tests pin it)
         self._targets: list[_Target] = []
         self._ids = itertools.count(1)
         self._event_ids = itertools.count(1_000_001)
@@ -82,7 +83,7 @@ class HubSpotWebhooks:
         obj = OBJECT_NAMES.get(kind)
         if obj is None:
             return
-        occurred = int(time.time() * 1000)
+        occurred = int(self.clock() * 1000)
         with self._lock:
             for target in self._targets:
                 for subscription_id, (wanted, property_name) in target.subscriptions.items():
@@ -104,7 +105,7 @@ class HubSpotWebhooks:
         answers = []
         for target, batch in work:
             body = json.dumps(batch, separators=(",", ":")).encode()
-            timestamp = str(int(time.time() * 1000))
+            timestamp = str(int(self.clock() * 1000))
             try:
                 answer = http.post(target.url, content=body, headers=self._headers(target, body, timestamp))
             except httpx.HTTPError:

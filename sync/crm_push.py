@@ -51,6 +51,18 @@ def ensure_contact(runtime: Runtime, tenant: Tenant, lead_id: int, *, refresh: b
     return contact_id
 
 
+def write_opt_out(runtime: Runtime, tenant: Tenant, job: LeadJob, pending: Pending) -> None:
+    """The caller's STOP (or START) as the CRM's do-not-text field, for CRMs textback can set it in."""
+    crm = runtime.crm(tenant)
+    if crm is None or not hasattr(crm, "set_do_not_text"):
+        return  # Clio's field is a custom field staff own; the webhook connector carries opt-outs in its events
+    with _writing(runtime, tenant, job.lead_id):
+        contact_id = ensure_contact(runtime, tenant, job.lead_id)
+        with runtime.db.transaction() as session:
+            opted_out = session.get(Lead, job.lead_id).opted_out_at is not None
+        crm.set_do_not_text(contact_id=contact_id, value=opted_out)
+
+
 def log_conversation(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
     if runtime.crm(tenant) is None:
         return
@@ -126,7 +138,8 @@ def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: P
         record = BookingRecord(
             title=("Cancelled: " if cancelled else "") + f"{tenant.name}: appointment with {_who(session, conversation)}",
             start=booking.start_at, end=booking.end_at, cancelled=cancelled,
-            description=("Cancelled by the caller by text. " if cancelled else "Booked by textback. ") + answers,
+            description=("Cancelled (by the caller, or by staff in the calendar). " if cancelled
+                         else "Booked by textback. ") + answers,
         )
         lead_id, conversation_id = booking.lead_id, booking.conversation_id
         key = _key(tenant, "booking", booking_id, booking.created_at)

@@ -43,7 +43,7 @@ MAX_ATTEMPTS = 15
 
 def handlers() -> dict[Kind, tuple[str, Handler]]:
     """Each kind's step and the connector role it talks to (for flagging a connection that needs re-auth)."""
-    from sync import crm_push, messaging, scheduling
+    from sync import crm_push, messaging, pulls, scheduling
 
     return {
         Kind.send_sms: ("sms", messaging.send_sms),
@@ -57,6 +57,13 @@ def handlers() -> dict[Kind, tuple[str, Handler]]:
         Kind.book_slot: ("calendar", scheduling.book_slot),
         Kind.reschedule_booking: ("calendar", scheduling.reschedule_booking),
         Kind.cancel_booking: ("calendar", scheduling.cancel_booking),
+        Kind.calendar_pull: ("calendar", pulls.pull_calendar),
+        Kind.calendar_event_changed: ("calendar", pulls.event_changed),
+        Kind.crm_contact_changed: ("crm", pulls.contact_changed),
+        Kind.crm_write_opt_out: ("crm", crm_push.write_opt_out),
+        Kind.crm_pull: ("crm", pulls.pull_crm),
+        Kind.watch_calendars: ("calendar", pulls.watch_calendars),
+        Kind.watch_crm: ("crm", pulls.watch_crm),
     }
 
 

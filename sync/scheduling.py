@@ -184,6 +184,9 @@ def _offer(runtime: Runtime, tenant: Tenant, conversation_id: int, pending: Pend
             # A move keeps the routing of the conversation that booked the appointment.
             first = session.get(Conversation, session.get(Booking, moves).conversation_id)
             answers = {**first.answers, **answers}
+        owner = session.get(Lead, conversation.lead_id).crm_owner_id
+        if owner is not None:
+            answers["owner_id"] = owner  # the CRM owns the owner: staff's assignment beats what the caller said
     window = preferred_window(answers, tenant.zone)
     slots: list[Slot] = []
     if calendar is not None:

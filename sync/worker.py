@@ -13,6 +13,7 @@ import dramatiq
 from sync import actors
 from sync.broker import make_broker
 from sync.relay import RelayThread
+from sync.two_way_timer import TwoWayTimer
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class Worker:
 
     def __init__(self, runtime: Runtime, broker: dramatiq.Broker, *, threads: int = 8,
                  relay_interval: float = 5.0, relay_grace: timedelta = timedelta(seconds=10),
-                 worker_timeout_ms: int = 1000) -> None:
+                 worker_timeout_ms: int = 1000, two_way: bool = False) -> None:
         self.runtime, self.broker = runtime, broker
         actors.bind(broker)
         actors.configure(runtime)
@@ -31,13 +32,19 @@ class Worker:
             runtime.dispatcher = actors.DramatiqDispatcher(runtime, mark_every=actors.MARK_EVERY)
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms)
         self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval, grace=relay_grace)
+        # Pulls and subscription upkeep (README "Two-way sync"); off where a caller drives them itself.
+        self.timer = TwoWayTimer(runtime, runtime.dispatcher) if two_way else None
 
     def start(self) -> "Worker":
         self.worker.start()
         self.relay.start()
+        if self.timer is not None:
+            self.timer.start()
         return self
 
     def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
         self.relay.stop()
         self.worker.stop()
         close = getattr(self.runtime.dispatcher, "close", None)
@@ -51,7 +58,7 @@ def run_worker(make_runtime: Callable[[], Runtime], broker_url: str, *, threads:
     broker = make_broker(broker_url)
     actors.bind(broker)
     runtime = make_runtime()
-    worker = Worker(runtime, broker, threads=threads, relay_interval=relay_interval).start()
+    worker = Worker(runtime, broker, threads=threads, relay_interval=relay_interval, two_way=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

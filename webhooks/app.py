@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTim
 
 from sync import logs, metrics
 from sync.runtime import Runtime
-from webhooks import admin, api_routes, twilio_routes
+from webhooks import admin, api_routes, sync_routes, twilio_routes
 from webhooks.signature_log import SignatureFailures
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.state.signature_failures = SignatureFailures()  # rejected signatures, logged with their URL
     app.include_router(twilio_routes.router)
     app.include_router(api_routes.router)
+    app.include_router(sync_routes.router)
     app.include_router(admin.router)
 
     @app.exception_handler(admin.routes.SignInRequired)

@@ -68,6 +68,7 @@ class Lead(Base):
     do_not_text: Mapped[bool] = mapped_column(Boolean, default=False)  # set by staff in the CRM
     line_type: Mapped[str | None] = mapped_column(String(20))
     undeliverable_code: Mapped[int | None] = mapped_column(Integer)  # a carrier error that stops further sends
+    crm_owner_id: Mapped[str | None] = mapped_column(String(64))  # the CRM owner staff assigned (two-way sync)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -248,3 +249,44 @@ class AdminSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncSubscription(Base):
+    """A push subscription textback holds at a vendor: a Google channel, a Graph subscription, a Clio webhook.
+
+    `secret_sha256` is the hash of what the vendor echoes back on every notification (Google's channel token,
+    Graph's clientState), so a leaked database row cannot forge one. Clio signs with a secret it picks at the
+    handshake and we must key an HMAC with it, so that one is kept (`signing_secret`). `path_token` is the
+    unguessable part of the URL a Clio webhook calls, which names the row before anything is verified.
+    """
+
+    __tablename__ = "sync_subscriptions"
+    __table_args__ = (UniqueConstraint("provider", "external_id", name="uq_sync_subscriptions_external"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    provider: Mapped[str] = mapped_column(String(20))  # google | microsoft | clio
+    resource: Mapped[str] = mapped_column(String(255))  # the calendar id, mailbox or Clio model watched
+    external_id: Mapped[str] = mapped_column(String(255))  # channel id | subscription id | webhook id
+    resource_id: Mapped[str | None] = mapped_column(String(255))  # Google's resourceId (needed to stop it)
+    secret_sha256: Mapped[str | None] = mapped_column(String(64))
+    signing_secret: Mapped[str | None] = mapped_column(Text)
+    path_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # pending | active | stopped
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncCursor(Base):
+    """Where the last incremental pull of one vendor feed stopped (a sync token, a delta link, a timestamp)."""
+
+    __tablename__ = "sync_cursors"
+    __table_args__ = (UniqueConstraint("tenant_id", "provider", "scope", name="uq_sync_cursors_feed"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(255))  # the calendar id, mailbox or object type pulled
+    cursor: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

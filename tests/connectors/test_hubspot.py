@@ -372,3 +372,22 @@ def test_a_properties_api_failure_is_mapped_like_any_other():
             crm.upsert_opportunity(contact_id=contact_id, opportunity=Opportunity(name="x"))
 
     assert raised.value.status == 503 and "textback_key" in str(raised.value)
+
+
+def test_the_contact_pull_reads_past_searchs_10000_cap_by_moving_its_window():
+    # Given: a portal with more changed contacts than search will page through
+    portal = HubSpotSandbox({TOKEN})
+    for n in range(10_150):
+        portal.create("contacts", {"phone": f"+1555{n:07d}", "hubspot_owner_id": str(n)})
+    with serve(create_app(portal)) as served:
+        crm = connector(served.url)
+        # When: pages are pulled until the last one, the cursor carried between them as the job stores it
+        seen, cursor, last_page, pages = set(), None, False, 0
+        while not last_page:
+            contacts, cursor, last_page = crm.contacts_changed(cursor=cursor)
+            seen.update(contact_id for contact_id, _ in contacts)
+            pages += 1
+            assert int(cursor.get("after") or 0) < 10_000
+    # Then: every contact was read, and the owner values came with them
+    assert len(seen) == 10_150 and pages > 101
+    assert contacts[-1][1]["owner_id"] is not None
