@@ -31,6 +31,11 @@ archives its own and updates that one.
 
 The SDK's own urllib3 retries are switched off so that every failure reaches the error
 tree of connectors/base.py exactly once, and the sync layer decides what to retry.
+
+Every request is counted first on the connection's budgets (connectors/quota.py): the private
+app's `plan` (starter 100, professional and enterprise 190 requests per rolling 10 s, or
+`requests_per_10s`) and search's own 5 per second. A budget with no slot raises OverQuota before
+the request goes out; a 429 all the same shrinks the budget its `policyName` names.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import html
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
@@ -69,12 +75,14 @@ from urllib3.util.retry import Retry
 from connectors.base import (
     ConnectorConfig,
     ConnectorError,
+    RateLimited,
     Rejected,
     Secret,
     Transient,
     error_for_status,
     parse_retry_after,
 )
+from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
 PRODUCTION_URL = "https://api.hubapi.com"
@@ -99,6 +107,11 @@ class HubSpotConfig(ConnectorConfig):
     source_property: str | None = Field(
         default=None, description="a custom contact property that receives where the lead came from "
                                   "(HubSpot's own source properties are enumerations it sets itself)")
+    plan: Literal["starter", "professional", "enterprise"] = Field(
+        default="starter", description="the portal's subscription, which sets the private app's request budget: "
+                                       "starter (and free) 100 requests per 10 s, professional and enterprise 190")
+    requests_per_10s: int | None = Field(default=None, gt=0, le=1000, description="the budget when it is not the "
+                                         "plan's (the API limit increase pack: 250)")
     timeout_seconds: float = Field(default=10, gt=0, le=60, description="how long one HubSpot call may take, "
                                                                         "connecting included (at most 5 s of it)")
 
@@ -109,8 +122,10 @@ class HubSpotCRM:
     role: ClassVar[str] = "crm"
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
 
-    def __init__(self, config: HubSpotConfig, *, client: HubSpot | None = None) -> None:
+    def __init__(self, config: HubSpotConfig, *, client: HubSpot | None = None, meter: Meter | None = None) -> None:
         self._config = config
+        self._meter = meter or Unmetered()
+        self.quotas = quotas_for(config)
         client = client or HubSpot(access_token=config.access_token.get_secret_value(),
                                    host=config.base_url.rstrip("/"), retry=Retry(total=0, redirect=False))
         # Every `client.crm...` attribute access builds a new ApiClient and connection pool: keep these.
@@ -190,7 +205,7 @@ class HubSpotCRM:
                                                ("hs_searchable_calculated_mobile_number", national))],
             sorts=[{"propertyName": "createdate", "direction": "ASCENDING"}],
             properties=["phone", "mobilephone"], limit=20)
-        with _vendor_errors("search contacts by phone"):
+        with self._calling("search contacts by phone", search=True):
             page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
         for candidate in page.results:
             if any(_same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
@@ -202,7 +217,7 @@ class HubSpotCRM:
         associations = [] if contact_id is None else [PublicAssociationsForObject(
             to=PublicObjectId(id=contact_id),
             types=[AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=association_type_id)])]
-        with _vendor_errors(f"create {object_type}"):
+        with self._calling(f"create {object_type}"):
             created = self._objects.create(
                 object_type, SimplePublicObjectInputForCreate(properties=properties, associations=associations),
                 _request_timeout=self._timeout)
@@ -231,25 +246,27 @@ class HubSpotCRM:
         oldest = self._associated_by_key(object_type, key, contact_id)
         if oldest is None or oldest == made:
             return made
-        with _vendor_errors(f"archive the duplicate {object_type} {made}"):
+        with self._calling(f"archive the duplicate {object_type} {made}"):
             self._objects.archive(object_type, made, _request_timeout=self._timeout)
         return self._update(object_type, oldest, changes) or oldest
 
     def _key_is_unique(self, object_type: str) -> bool:
         """Whether the object type's key property holds unique values; it is created on first use."""
         if object_type not in self._unique_key:
-            with _vendor_errors(f"set up the {KEY_PROPERTY} property of {object_type}"):
+            with self._calling(f"set up the {KEY_PROPERTY} property of {object_type}", requests=0):
                 self._unique_key[object_type] = self._ensure_key_property(object_type)
         return self._unique_key[object_type]
 
     def _ensure_key_property(self, object_type: str) -> bool:
         try:
+            self._slot()
             return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
                                                      _request_timeout=self._timeout).has_unique_value)
         except PropertiesApiException as exc:
             if exc.status != 404:
                 raise
         try:
+            self._slot()
             self._groups.create(object_type, PropertyGroupCreate(name=KEY_GROUP, label="textback", display_order=-1),
                                 _request_timeout=self._timeout)
         except PropertiesApiException as exc:
@@ -264,6 +281,7 @@ class HubSpotCRM:
 
     def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
         try:
+            self._slot()
             self._properties.create(object_type, PropertyCreate(
                 name=KEY_PROPERTY, label="textback key", type="string", field_type="text", group_name=KEY_GROUP,
                 has_unique_value=unique, form_field=False,
@@ -274,12 +292,13 @@ class HubSpotCRM:
             if exc.status != 409:
                 raise
         # Another worker created it meanwhile: what it chose stands.
+        self._slot()
         return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
                                                  _request_timeout=self._timeout).has_unique_value)
 
     def _read_by_key(self, object_type: str, key: str) -> str | None:
         try:
-            with _vendor_errors(f"read {object_type} by {KEY_PROPERTY}"):
+            with self._calling(f"read {object_type} by {KEY_PROPERTY}"):
                 return self._objects.get_by_id(object_type, key, properties=[KEY_PROPERTY], id_property=KEY_PROPERTY,
                                                _request_timeout=self._timeout).id
         except Rejected as exc:
@@ -291,19 +310,19 @@ class HubSpotCRM:
         """The oldest record of the type associated with the contact that carries `key`."""
         linked: list[str] = []
         after = None
-        with _vendor_errors(f"list the contact's {object_type}"):
-            while True:
+        while True:
+            with self._calling(f"list the contact's {object_type}"):
                 page = self._links.get_page("contacts", contact_id, object_type, after=after, limit=500,
                                             _request_timeout=self._timeout)
-                linked += [str(each.to_object_id) for each in page.results]
-                after = page.paging.next.after if page.paging and page.paging.next else None
-                if after is None:
-                    break
+            linked += [str(each.to_object_id) for each in page.results]
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if after is None:
+                break
         for start in range(0, len(linked), BATCH_READ_LIMIT):
             request = BatchReadInputSimplePublicObjectId(
                 inputs=[SimplePublicObjectId(id=each) for each in linked[start:start + BATCH_READ_LIMIT]],
                 properties=[KEY_PROPERTY], properties_with_history=[])
-            with _vendor_errors(f"read the contact's {object_type}"):
+            with self._calling(f"read the contact's {object_type}"):
                 found = self._batch.read(object_type, request, _request_timeout=self._timeout).results
             keyed = sorted((each for each in found if (each.properties or {}).get(KEY_PROPERTY) == key),
                            key=lambda each: int(each.id))
@@ -317,7 +336,7 @@ class HubSpotCRM:
         if not properties:
             return object_id
         try:
-            with _vendor_errors(f"update {object_type} {object_id}"):
+            with self._calling(f"update {object_type} {object_id}"):
                 updated = self._objects.update(object_type, object_id, SimplePublicObjectInput(properties=properties),
                                                _request_timeout=self._timeout)
         except Rejected as exc:
@@ -325,6 +344,44 @@ class HubSpotCRM:
                 return None
             raise
         return updated.id
+
+    @contextlib.contextmanager
+    def _calling(self, action: str, *, search: bool = False, requests: int = 1) -> Iterator[None]:
+        """One request (or `requests`) counted on the connection's budget, its failures in the error tree.
+        A 429 that comes all the same shrinks the budget it hit."""
+        for _ in range(requests):
+            self._slot(search=search)
+        try:
+            with _vendor_errors(action):
+                yield
+        except RateLimited as exc:
+            if not isinstance(exc, OverQuota):
+                hit = self.quotas.search if search and _policy(exc) in (None, "SECONDLY") else self.quotas.requests
+                self._meter.refused(hit, exc.retry_after)
+            raise
+
+    def _slot(self, *, search: bool = False) -> None:
+        if search:  # search has a budget of its own, and counts against the app's too
+            self._meter.take(self.quotas.search)
+        self._meter.take(self.quotas.requests)
+
+
+@dataclass(frozen=True)
+class HubSpotQuotas:
+    requests: Quota
+    search: Quota
+
+
+PLAN_BUDGETS = {"starter": 100, "professional": 190, "enterprise": 190}
+SEARCH_PER_SECOND = 5
+
+
+def quotas_for(config: HubSpotConfig) -> HubSpotQuotas:
+    """The budgets of one private app in one portal: by plan per rolling 10 s, and search per second."""
+    scope = connection_scope("hubspot", config.base_url.rstrip("/"), config.access_token.get_secret_value())
+    return HubSpotQuotas(
+        requests=Quota(scope, config.requests_per_10s or PLAN_BUDGETS[config.plan], 10.0),
+        search=Quota(scope + ":search", SEARCH_PER_SECOND, 1.0))
 
 
 @contextlib.contextmanager
@@ -343,6 +400,14 @@ def _error_for(exc: ApiException | PropertiesApiException | AssociationsApiExcep
     if not exc.status:  # the SDK reports TLS failures with status 0
         return Transient(message)
     return error_for_status(exc.status, message, retry_after=parse_retry_after((exc.headers or {}).get("Retry-After")))
+
+
+def _policy(exc: RateLimited) -> str | None:
+    """The limit a 429 names (`policyName`: TEN_SECONDLY_ROLLING, SECONDLY, DAILY), when it names one."""
+    try:
+        return str(json.loads(exc.__cause__.body)["policyName"])
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
 
 
 def _vendor_message(body: bytes | str | None) -> str | None:
