@@ -13,7 +13,7 @@ import typer
 
 from core.config import ConfigError, Settings, load_tenants
 from core.templates import segments
-from webhooks import cli_connect
+from webhooks import cli_connect, cli_import
 
 app = typer.Typer(help="textback: missed-call text-back, qualification and booking.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
@@ -23,6 +23,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(outbox_app, name="outbox")
 cli_connect.register(app)  # `connect`, `connectors list | rotate-keys | new-key`
+cli_import.register(app)  # `import TENANT FILE`
 
 
 def _runtime(settings: Settings, **kwargs):
