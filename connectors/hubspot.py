@@ -57,12 +57,16 @@ from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
 from hubspot.crm.objects import (
     ApiException,
     AssociationSpec,
+    BatchInputSimplePublicObjectBatchInput,
+    BatchInputSimplePublicObjectBatchInputForCreate,
     BatchReadInputSimplePublicObjectId,
     Filter,
     FilterGroup,
     PublicAssociationsForObject,
     PublicObjectId,
     PublicObjectSearchRequest,
+    SimplePublicObjectBatchInput,
+    SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectId,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
@@ -94,6 +98,8 @@ NOTE_BODY_LIMIT = 65_536
 KEY_PROPERTY = "textback_key"
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
+BATCH_LIMIT = 100  # inputs per batch create/update call
+SEARCH_PAGE = 200
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
 
@@ -140,15 +146,44 @@ class HubSpotCRM:
         self._unique_key: dict[str, bool] = {}
 
     def upsert_contact(self, contact: ContactRecord, *, existing_id: str | None = None) -> str:
-        details = {name: value for name, value in (("firstname", contact.first_name),
-                                                   ("lastname", contact.last_name),
-                                                   ("email", contact.email)) if value}
+        details = _contact_details(contact)
         if existing_id and (updated := self._update("contacts", existing_id, details)):
             return updated
         found = self._contact_by_phone(contact.phone)
         if found and (updated := self._update("contacts", found, details)):
             return updated
         return self._create_contact(contact, details)
+
+    def upsert_contacts(self, contacts: list[ContactRecord]) -> list[str]:
+        """Many callers not yet in the map at once (a backlog, an import), in at most four requests for up to
+        BATCH_LIMIT of them: one search for all their numbers, one batch update of those found, one batch create
+        of the rest and one batch read of what it made. Returns their ids in order. Each contact is matched by phone as `upsert_contact` does."""
+        if not 0 < len(contacts) <= BATCH_LIMIT:
+            raise ValueError(f"upsert_contacts takes 1 to {BATCH_LIMIT} contacts, not {len(contacts)}")
+        found = self._contacts_by_phones([contact.phone for contact in contacts])
+        ids = [found.get(contact.phone) for contact in contacts]
+        changes = [(ids[n], _contact_details(contact)) for n, contact in enumerate(contacts) if ids[n]]
+        changes = [(contact_id, details) for contact_id, details in changes if details]
+        if changes:
+            request = BatchInputSimplePublicObjectBatchInput(inputs=[
+                SimplePublicObjectBatchInput(id=contact_id, properties=details) for contact_id, details in changes])
+            with self._calling(f"update {len(changes)} contacts"):
+                self._batch.update("contacts", request, _request_timeout=self._timeout)
+        new = [contact for n, contact in enumerate(contacts) if not ids[n]]
+        if new:
+            request = BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
+                SimplePublicObjectBatchInputForCreate(properties=self._new_contact(contact), associations=[])
+                for contact in new])
+            with self._calling(f"create {len(new)} contacts"):
+                made = self._batch.create("contacts", request, _request_timeout=self._timeout).results
+            # A create's answer need not echo the phone or keep the inputs' order: read the numbers back.
+            request = BatchReadInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=each.id) for each in made],
+                                                         properties=["phone"], properties_with_history=[])
+            with self._calling(f"read {len(made)} new contacts"):
+                made = self._batch.read("contacts", request, _request_timeout=self._timeout).results
+            by_phone = {each.properties.get("phone"): each.id for each in made}
+            ids = [contact_id or by_phone[contact.phone] for contact_id, contact in zip(ids, contacts)]
+        return ids
 
     def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
                          key: str | None = None) -> str:
@@ -181,12 +216,16 @@ class HubSpotCRM:
                                  key=key or _derived_key("booking", contact_id, booking.start.isoformat()),
                                  contact_id=contact_id, association_type_id=MEETING_TO_CONTACT)
 
-    def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
-        created = {"phone": contact.phone, **details, "lifecyclestage": "lead", "hs_lead_status": "NEW"}
+    def _new_contact(self, contact: ContactRecord) -> dict[str, str]:
+        created = {"phone": contact.phone, **_contact_details(contact), "lifecyclestage": "lead",
+                   "hs_lead_status": "NEW"}
         if self._config.source_property:
             created[self._config.source_property] = contact.source
+        return created
+
+    def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
         try:
-            return self._create("contacts", created)
+            return self._create("contacts", self._new_contact(contact))
         except Rejected as exc:
             match = _EXISTING_ID.search(str(exc)) if exc.status == 409 else None
             # The email belongs to a contact whose phone we could not match: add the caller's
@@ -211,6 +250,31 @@ class HubSpotCRM:
             if any(_same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
                 return candidate.id
         return None
+
+    def _contacts_by_phones(self, phones: list[str]) -> dict[str, str]:
+        """The oldest contact per number, for many numbers in one search (paged when it answers more)."""
+        nationals = sorted({_national_digits(phone) for phone in phones})
+        request = PublicObjectSearchRequest(
+            filter_groups=[FilterGroup(filters=[Filter(property_name=name, operator="IN", values=values)])
+                           for name, values in (("phone", phones), ("mobilephone", phones),
+                                                ("hs_searchable_calculated_phone_number", nationals),
+                                                ("hs_searchable_calculated_mobile_number", nationals))],
+            sorts=[{"propertyName": "createdate", "direction": "ASCENDING"}],
+            properties=["phone", "mobilephone"], limit=SEARCH_PAGE)
+        wanted, found = set(phones), {}
+        regions = {phonenumbers.region_code_for_country_code(phonenumbers.parse(phone).country_code)
+                   for phone in phones}
+        while True:
+            with self._calling(f"search {len(phones)} contacts by phone", search=True):
+                page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
+            for candidate in page.results:
+                for stored in (candidate.properties.get(name) for name in ("phone", "mobilephone")):
+                    for number in _as_e164(stored, regions) & wanted:
+                        found.setdefault(number, candidate.id)
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if after is None or len(found) == len(wanted):
+                return found
+            request.after = after
 
     def _create(self, object_type: str, properties: dict[str, str], *, contact_id: str | None = None,
                 association_type_id: int | None = None) -> str:
@@ -431,6 +495,23 @@ def _national_digits(phone: str) -> str:
     except phonenumbers.NumberParseException as exc:
         raise Rejected(f"contact phone {phone!r} is not an E.164 number") from exc
     return phonenumbers.national_significant_number(parsed).lstrip("0")
+
+
+def _contact_details(contact: ContactRecord) -> dict[str, str]:
+    return {name: value for name, value in (("firstname", contact.first_name), ("lastname", contact.last_name),
+                                            ("email", contact.email)) if value}
+
+
+def _as_e164(stored: str | None, regions: set[str]) -> set[str]:
+    """A phone as staff typed it, read in each of the regions it may be from."""
+    numbers = set()
+    for region in regions if stored else ():
+        try:
+            parsed = phonenumbers.parse(stored, region)
+        except phonenumbers.NumberParseException:
+            continue
+        numbers.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return numbers
 
 
 def _same_number(stored: str | None, e164: str) -> bool:
