@@ -72,7 +72,7 @@ def run_outbox(outbox_id: int) -> None:
         log.info("outbox %s waits: %s", outbox_id, exc)
         raise Busy(str(exc), delay=random.randint(200, 800)) from exc
     except OverQuota as exc:
-        # Nothing was sent: a fresh message for when the budget has a slot, the retries left untouched.
+        # The request over budget was not sent: a fresh message for when the budget has a slot; retries untouched.
         delay_ms = max(1, int(exc.retry_after * 1000)) + random.randint(0, THROTTLE_JITTER_MS)
         log.debug("outbox %s waits %d ms for its slot: %s", outbox_id, delay_ms, exc)
         run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms)

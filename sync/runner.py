@@ -30,6 +30,7 @@ from core.jobs import CALLER_WAITING, JobPayload, OutboxStatus, parse_payload
 from core.outbox import Deferred, Kind, Pending
 from core.store import connections
 from core.store.tables import OutboxRow
+from sync import crm_batch
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,14 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         return
     role, handler = handlers()[kind]
     pending = Pending()
+    companions = []
+    if kind == Kind.crm_sync_lead and crm_batch.batches(runtime, tenant):
+        companions = crm_batch.claim_companions(runtime, tenant, outbox_id)
     try:
-        handler(runtime, tenant, job, pending)
+        if companions:
+            crm_batch.sync_leads(runtime, tenant, job, companions)
+        else:
+            handler(runtime, tenant, job, pending)
     except Deferred as exc:
         _defer(runtime, outbox_id, exc)
     except AuthExpired as exc:

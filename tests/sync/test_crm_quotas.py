@@ -16,8 +16,9 @@ from connectors.registry import validate_connector
 from core import textback as core_textback
 from core.config import Settings, load_tenants
 from core.models import ContactRecord
-from core.outbox import Pending
-from core.store.tables import OutboxRow
+from core.outbox import Kind, Pending
+from core.store.repo import lead_for
+from core.store.tables import Conversation, OutboxRow
 from sync import actors
 from sync.broker import make_broker
 from sync.quotas import RedisMeter
@@ -62,15 +63,35 @@ def _miss_calls(runtime: Runtime, count: int) -> None:
         runtime.dispatch(pending.ids)
 
 
-def _crm_rows(runtime: Runtime) -> list[OutboxRow]:
+PUSHES = (Kind.crm_sync_lead, Kind.crm_log_conversation, Kind.crm_upsert_opportunity)
+
+
+def _write_leads(runtime: Runtime, count: int) -> list[int]:
+    """Leads with a finished conversation each, and their three CRM pushes."""
+    pending = Pending()
+    with runtime.db.transaction() as session:
+        for n in range(count):
+            lead = lead_for(session, tenant_id="smith-law", phone=f"+1555020{n:04d}")
+            conversation = Conversation(tenant_id="smith-law", lead_id=lead.id, business_number=BUSINESS,
+                                        playbook="law", state="closed", outcome="qualified",
+                                        answers={"matter_type": "family"})
+            session.add(conversation)
+            session.flush()
+            for kind, payload in zip(PUSHES, ({"lead_id": lead.id}, {"conversation_id": conversation.id},
+                                             {"conversation_id": conversation.id})):
+                pending.add(session, tenant_id="smith-law", kind=kind, key=f"{kind}:{n}", payload=payload)
+    return pending.ids
+
+
+def _crm_rows(runtime: Runtime, kinds=(Kind.crm_sync_lead,)) -> list[OutboxRow]:
     with runtime.db.transaction() as s:
-        return list(s.scalars(select(OutboxRow).where(OutboxRow.kind == "crm_sync_lead")))
+        return list(s.scalars(select(OutboxRow).where(OutboxRow.kind.in_([k.value for k in kinds]))))
 
 
-def _wait_until_done(runtime: Runtime, count: int, timeout: float) -> list[OutboxRow]:
+def _wait_until_done(runtime: Runtime, count: int, timeout: float, kinds=(Kind.crm_sync_lead,)) -> list[OutboxRow]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = _crm_rows(runtime)
+        rows = _crm_rows(runtime, kinds)
         if len(rows) == count and all(row.status == "done" for row in rows):
             return rows
         time.sleep(0.1)
@@ -78,21 +99,24 @@ def _wait_until_done(runtime: Runtime, count: int, timeout: float) -> list[Outbo
 
 
 def test_four_workers_sharing_one_hubspot_connection_never_receive_a_429(busy_portal, stack):
-    # Given: more leads at once than the portal's 10-second budget and its 5-per-second search limit allow
-    leads = 14
+    # Given: leads whose contacts, transcripts and deals need more requests than two 10-second budgets
+    leads = 10
+    ids = _write_leads(busy_portal, leads)
 
     # When: four worker threads push them all
     started = time.monotonic()
-    _miss_calls(busy_portal, leads)
-    rows = _wait_until_done(busy_portal, leads, timeout=60)
+    busy_portal.dispatch(ids)
+    rows = _wait_until_done(busy_portal, len(ids), timeout=90, kinds=PUSHES)
     elapsed = time.monotonic() - started
 
-    # Then: HubSpot refused nothing, each lead is one contact, and waiting for slots used up no retries
+    # Then: HubSpot refused nothing, each lead is one contact, one note and one deal, and waiting for slots
+    # used up no retries
     assert stack.hubspot.access.refused == []
+    assert stack.hubspot.access.admitted > 2 * BUDGET and elapsed > 10  # the budget, not the workers, set the pace
     contacts = stack.hubspot.objects("contacts")
     assert len(contacts) == leads and len({c["properties"]["phone"] for c in contacts}) == leads
-    assert all(row.attempts == 1 and row.last_error is None for row in rows)
-    assert elapsed > 10  # over 2 * 14 + setup requests: the budget, not the workers, set the pace
+    assert len(stack.hubspot.objects("notes")) == leads and len(stack.hubspot.objects("deals")) == leads
+    assert all(row.last_error is None for row in rows)
 
 
 def test_a_429_that_happens_anyway_shrinks_the_budget_and_the_lead_is_pushed_once(busy_portal, stack):
@@ -107,6 +131,29 @@ def test_a_429_that_happens_anyway_shrinks_the_budget_and_the_lead_is_pushed_onc
     crm = busy_portal.crm(busy_portal.tenants.get("smith-law"))
     assert busy_portal.meter.limit(crm.quotas.requests) == int(BUDGET * 0.8)
     assert len(stack.hubspot.objects("contacts")) == 1 and row.attempts == 2
+
+
+def test_a_backlog_of_contact_pushes_goes_out_in_batches_of_at_most_100_with_one_contact_per_lead(busy_portal, stack):
+    # Given: 230 callers' contact pushes waiting (an outage just ended), on a budget of 24 requests per 10 s
+    tenant = busy_portal.tenants.get("smith-law")
+    pending = Pending()
+    with busy_portal.db.transaction() as session:
+        for n in range(230):
+            lead = lead_for(session, tenant_id="smith-law", phone=f"+1555040{n:04d}")
+            pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"backlog:{n}",
+                        payload={"lead_id": lead.id})
+
+    # When: the workers get them
+    busy_portal.dispatch(pending.ids)
+    rows = _wait_until_done(busy_portal, 230, timeout=60)
+
+    # Then: one contact per caller, written by batch calls of at most 100 inputs, within the budget
+    contacts = stack.hubspot.objects("contacts")
+    assert len(contacts) == 230 and len({c["properties"]["phone"] for c in contacts}) == 230
+    creates = [inputs for operation, kind, inputs in stack.hubspot.batch_calls if operation == "create"]
+    assert sum(creates) >= 200 and max(creates) <= 100  # a job that found no one waiting ran alone
+    assert stack.hubspot.access.admitted < 2 * BUDGET and stack.hubspot.access.refused == []
+    assert all(row.status == "done" and row.attempts <= 1 for row in rows)
 
 
 def test_a_clio_budget_adapts_to_its_headers_and_waits_for_the_reset_instead_of_a_429(redis_url, stack, monkeypatch):
@@ -127,4 +174,4 @@ def test_a_clio_budget_adapts_to_its_headers_and_waits_for_the_reset_instead_of_
     # Then: the meter took Clio's limit from its headers and stopped at the window's end, before any 429
     assert meter.limit(quota) == 3
     assert stack.clio.rate_limited == 0
-    assert 0 < held.value.retry_after <= 61
+    assert 0 < held.value.retry_after <= 62  # the reset is a whole second, plus a margin
