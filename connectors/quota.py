@@ -13,6 +13,9 @@ injected `Meter` for a slot before every request:
     meter.reported(quota, limit=, remaining=, reset_at=)
                             the vendor's own count (Clio's headers): its lower limit is adopted, and
                             an exhausted window blocks until its reset
+    with meter.hold(concurrency):
+                            one of a limited number of requests in flight at once (Graph's
+                            MailboxConcurrency), or OverQuota when all are taken
 
 The meter is shared by every worker (Redis, sync/quotas.py); `Unmetered` is for a connector built
 without one (a script, a test of the connector alone).
@@ -20,6 +23,7 @@ without one (a script, a test of the connector alone).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,12 +44,22 @@ class Quota:
         return int(self.seconds * 1000)
 
 
+@dataclass(frozen=True)
+class Concurrency:
+    """At most `limit` requests in flight at once for `scope` (Graph: per app per mailbox)."""
+
+    scope: str
+    limit: int
+
+
 class OverQuota(RateLimited):
     """The connection's budget has no slot now; nothing was sent. Run the job again after `retry_after`."""
 
-    def __init__(self, quota: Quota, retry_after: float) -> None:
-        super().__init__(f"{quota.scope} is at its budget of {quota.requests} requests per {quota.seconds:g} s; "
-                         f"next slot in {retry_after:.2f} s", retry_after=retry_after, status=None)
+    def __init__(self, quota: Quota | Concurrency, retry_after: float) -> None:
+        budget = (f"{quota.requests} requests per {quota.seconds:g} s" if isinstance(quota, Quota)
+                  else f"{quota.limit} requests at once")
+        super().__init__(f"{quota.scope} is at its budget of {budget}; next slot in {retry_after:.2f} s",
+                         retry_after=retry_after, status=None)
         self.quota = quota
 
 
@@ -62,6 +76,10 @@ class Meter(Protocol):
         """The vendor's own count for the window (limit, remaining, reset as a unix time)."""
         ...
 
+    def hold(self, concurrency: Concurrency) -> contextlib.AbstractContextManager[None]:
+        """One of the scope's slots for the duration of the block, or OverQuota when all are in use."""
+        ...
+
 
 class Unmetered:
     """No shared budget: every request goes out, 429s are left to the retries."""
@@ -74,6 +92,9 @@ class Unmetered:
 
     def reported(self, quota: Quota, *, limit: int | None, remaining: int | None, reset_at: float | None) -> None:
         return None
+
+    def hold(self, concurrency: Concurrency) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def connection_scope(vendor: str, *identifying: str) -> str:

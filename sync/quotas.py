@@ -14,20 +14,29 @@ connection for Retry-After; the shrink lasts RECOVER_WINDOWS windows after the l
 declared budget applies again. A vendor that reports its own count (Clio) lowers the budget to its
 stated limit, and an exhausted window holds requests until the vendor's reset.
 
+A concurrency limit (`hold`) is Dramatiq's ConcurrentRateLimiter on the same Redis: a slot per
+request in flight, freed when it ends or, if its worker died, after HOLD_TTL_MS.
+
     textback:quota:<scope>        sorted set: one member per request in the window
     textback:quota:<scope>:state  hash: limit (shrunk or adopted), blocked_until (ms)
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Iterator
 
-from connectors.quota import OverQuota, Quota
+from connectors.quota import Concurrency, OverQuota, Quota
 
+# A request waiting for a slot of a concurrency limit tries again this much later.
+HOLD_RETRY = 0.25
+# Longer than any request takes; a slot whose holder died frees itself.
+HOLD_TTL_MS = 120_000
 SHRINK = 0.8
 RECOVER_WINDOWS = 10
 WINDOW_PAD = 0.03  # of the window, at least MIN_PAD_MS
@@ -103,6 +112,7 @@ class RedisMeter:
         self._take = client.register_script(_TAKE)
         self._refused = client.register_script(_REFUSED)
         self._reported = client.register_script(_REPORTED)
+        self._backend = None
 
     @classmethod
     def for_url(cls, url: str) -> "RedisMeter":
@@ -125,6 +135,20 @@ class RedisMeter:
                                                     -1 if remaining is None else remaining, reset_ms,
                                                     ADOPTED_TTL_MS])
 
+    @contextlib.contextmanager
+    def hold(self, concurrency: Concurrency) -> Iterator[None]:
+        from dramatiq.rate_limits import ConcurrentRateLimiter
+        from dramatiq.rate_limits.backends import RedisBackend
+
+        if self._backend is None:
+            self._backend = RedisBackend(client=self.client)
+        slots = ConcurrentRateLimiter(self._backend, f"textback:quota:{concurrency.scope}:in-flight",
+                                      limit=concurrency.limit, ttl=HOLD_TTL_MS)
+        with slots.acquire(raise_on_failure=False) as acquired:
+            if not acquired:
+                raise OverQuota(concurrency, HOLD_RETRY)
+            yield
+
     def limit(self, quota: Quota) -> int:
         """The budget in force now (the declared one unless a 429 or the vendor lowered it)."""
         adopted = self.client.hget(_keys(quota)[1], "limit")
@@ -144,6 +168,7 @@ class LocalMeter:
         self._sent: dict[str, deque[float]] = defaultdict(deque)
         self._limit: dict[str, tuple[int, float]] = {}  # scope -> (limit, lapses at)
         self._blocked: dict[str, float] = {}
+        self._in_flight: dict[str, int] = defaultdict(int)
 
     def take(self, quota: Quota) -> None:
         now, window = self._clock(), padded_window_ms(quota) / 1000
@@ -177,6 +202,18 @@ class LocalMeter:
             if remaining == 0 and reset_at:
                 hold = now + max(0.0, reset_at - self._wall()) + MIN_PAD_MS / 1000
                 self._blocked[quota.scope] = max(self._blocked.get(quota.scope, 0.0), hold)
+
+    @contextlib.contextmanager
+    def hold(self, concurrency: Concurrency) -> Iterator[None]:
+        with self._lock:
+            if self._in_flight[concurrency.scope] >= concurrency.limit:
+                raise OverQuota(concurrency, HOLD_RETRY)
+            self._in_flight[concurrency.scope] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[concurrency.scope] -= 1
 
     def limit(self, quota: Quota) -> int:
         with self._lock:

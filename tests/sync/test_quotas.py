@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from connectors.quota import OverQuota, Quota
+from connectors.quota import Concurrency, OverQuota, Quota
 from sync.quotas import LocalMeter, RedisMeter
 
 
@@ -93,3 +93,13 @@ def test_the_in_process_meter_keeps_the_same_rules():
     assert meter.limit(quota) == 2
     meter.reported(quota, limit=1, remaining=None, reset_at=None)
     assert meter.limit(quota) == 1
+
+
+def test_a_concurrency_limit_is_shared_by_every_worker_and_frees_when_a_request_ends(meters):
+    slots = Concurrency("graph:mailbox", 2)
+    with meters[0].hold(slots), meters[1].hold(slots):
+        with pytest.raises(OverQuota):
+            with meters[2].hold(slots):
+                pass
+    with meters[3].hold(slots):
+        pass  # both slots were given back
