@@ -61,6 +61,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.oauth import OAuthApp
+from connectors.quota import Meter, Quota, Unmetered, connection_scope
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
 PRODUCTION_URL = "https://app.clio.com"
@@ -98,6 +99,8 @@ class ClioConfig(ConnectorConfig):
     grow_inbox_token: Secret | None = Field(default=None, description="Clio Grow inbox token; new leads "
                                                                       "are also sent to the Grow lead inbox")
     grow_base_url: str = GROW_URL
+    requests_per_minute: int = Field(default=50, gt=0, le=10_000, description="the account's API budget per access "
+                                     "token (Clio: 50 per minute at peak hours); the X-RateLimit-* headers lower it")
     oauth: OAuthApp | None = Field(default=None, description="instead of access_token: the Clio app a person "
                                                              "authorized with `textback connect`")
     do_not_text_field: str | None = Field(default=None, description="the contact custom field (name or id, a "
@@ -121,8 +124,9 @@ class ClioCRM:
     config_model: ClassVar[type[ConnectorConfig]] = ClioConfig
 
     def __init__(self, config: ClioConfig, *, http: httpx.Client | None = None,
-                 token: Callable[[], str] | None = None) -> None:
+                 token: Callable[[], str] | None = None, meter: Meter | None = None) -> None:
         self._config = config
+        self._meter = meter or Unmetered()
         self._http = http or httpx.Client(timeout=_TIMEOUT)
         self._api = config.base_url + "/api/v4"
         if token is None and config.access_token is not None:
@@ -370,11 +374,24 @@ class ClioCRM:
             raise _error_for(response, action)
         return response
 
+    def quota(self, token: str) -> Quota:
+        """Clio counts requests per access token, per minute; its headers say how many are left."""
+        return Quota(connection_scope("clio", self._api, token), self._config.requests_per_minute, 60.0)
+
     def _send(self, method: str, url: str, token: str, *, action: str, params: dict | None, json: Any,
               headers: dict[str, str] | None) -> httpx.Response:
+        quota = self.quota(token)
+        self._meter.take(quota)
         with _vendor_errors(action):
-            return self._http.request(method, url, params=params, json=json, headers={
+            response = self._http.request(method, url, params=params, json=json, headers={
                 "Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})})
+        if response.status_code == 429:
+            self._meter.refused(quota, parse_retry_after(response.headers.get("Retry-After")))
+        else:
+            self._meter.reported(quota, limit=_header_int(response, "X-RateLimit-Limit"),
+                                 remaining=_header_int(response, "X-RateLimit-Remaining"),
+                                 reset_at=_header_int(response, "X-RateLimit-Reset"))
+        return response
 
 
 @contextlib.contextmanager
@@ -384,6 +401,13 @@ def _vendor_errors(action: str) -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         raise Transient(f"Clio {action} failed: {exc!r}") from exc
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    try:
+        return int(response.headers[name])
+    except (KeyError, ValueError):
+        return None
 
 
 def _error_for(response: httpx.Response, action: str) -> ConnectorError:

@@ -53,6 +53,7 @@ from connectors.base import (
     query_windows,
 )
 from connectors.oauth import OAuthApp, TokenProvider
+from connectors.quota import Meter, Quota, Unmetered, connection_scope
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
 GOOGLE_API = "https://www.googleapis.com"
@@ -81,6 +82,9 @@ class GoogleCalendarConfig(ConnectorConfig):
     oauth: OAuthApp | None = Field(None, description="instead of credentials: a Google account authorized "
                                    "with `textback connect`")
     base_url: str = GOOGLE_API
+    requests_per_second: int = Field(default=10, gt=0, le=1000, description="requests per second per user: the "
+                                     "Calendar API per-user quota of the Google Cloud project (its quota page "
+                                     "shows it per minute)")
 
     @field_validator("credentials")
     @classmethod
@@ -127,8 +131,10 @@ class GoogleCalendar:
     config_model: ClassVar[type[ConnectorConfig]] = GoogleCalendarConfig
 
     def __init__(self, config: GoogleCalendarConfig, *, http: httplib2.Http | None = None,
-                 token: TokenProvider | None = None) -> None:
+                 token: TokenProvider | None = None, meter: Meter | None = None) -> None:
         self.config = config
+        self._meter = meter or Unmetered()
+        self.quota = quota_for(config)
         if config.credentials is not None:
             credentials = _credentials(credential_info(config.credentials.get_secret_value()))
         elif token is not None:
@@ -282,13 +288,28 @@ class GoogleCalendar:
 
     def _execute(self, request: HttpRequest, *, action: str, tolerate: tuple[int, ...] = ()) -> Any:
         """Run one API call; a status in `tolerate` returns None instead of raising."""
-        with self._lock, _google_errors(action):
-            try:
-                return request.execute()
-            except HttpError as exc:
-                if exc.status_code in tolerate:
-                    return None
-                raise
+        self._meter.take(self.quota)
+        try:
+            with self._lock, _google_errors(action):
+                try:
+                    return request.execute()
+                except HttpError as exc:
+                    if exc.status_code in tolerate:
+                        return None
+                    raise
+        except RateLimited as exc:
+            self._meter.refused(self.quota, exc.retry_after)
+            raise
+
+
+def quota_for(config: GoogleCalendarConfig) -> Quota:
+    """Google counts requests per user per project: the impersonated or authorized user, or the OAuth app's."""
+    if config.credentials is not None:
+        info = credential_info(config.credentials.get_secret_value())
+        user = info.get("subject") or info.get("client_email") or info.get("client_id") or ""
+    else:
+        user = (config.oauth.client_id if config.oauth else "") + "|" + ",".join(config.calendars)
+    return Quota(connection_scope("google", config.base_url, user), config.requests_per_second, 1.0)
 
 
 def _credentials(info: dict[str, Any]) -> google.auth.credentials.Credentials:

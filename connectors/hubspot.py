@@ -31,6 +31,11 @@ archives its own and updates that one.
 
 The SDK's own urllib3 retries are switched off so that every failure reaches the error
 tree of connectors/base.py exactly once, and the sync layer decides what to retry.
+
+Every request is counted first on the connection's budgets (connectors/quota.py): the private
+app's `plan` (starter 100, professional and enterprise 190 requests per rolling 10 s, or
+`requests_per_10s`) and search's own 5 per second. A budget with no slot raises OverQuota before
+the request goes out; a 429 all the same shrinks the budget its `policyName` names.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import html
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
@@ -51,12 +57,16 @@ from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
 from hubspot.crm.objects import (
     ApiException,
     AssociationSpec,
+    BatchInputSimplePublicObjectBatchInput,
+    BatchInputSimplePublicObjectBatchInputForCreate,
     BatchReadInputSimplePublicObjectId,
     Filter,
     FilterGroup,
     PublicAssociationsForObject,
     PublicObjectId,
     PublicObjectSearchRequest,
+    SimplePublicObjectBatchInput,
+    SimplePublicObjectBatchInputForCreate,
     SimplePublicObjectId,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
@@ -69,12 +79,14 @@ from urllib3.util.retry import Retry
 from connectors.base import (
     ConnectorConfig,
     ConnectorError,
+    RateLimited,
     Rejected,
     Secret,
     Transient,
     error_for_status,
     parse_retry_after,
 )
+from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
 PRODUCTION_URL = "https://api.hubapi.com"
@@ -86,7 +98,8 @@ NOTE_BODY_LIMIT = 65_536
 KEY_PROPERTY = "textback_key"
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
-SEARCH_PAGE = 100  # the most search returns per page
+BATCH_LIMIT = 100  # inputs per batch create/update call
+SEARCH_PAGE = 200  # the most search returns per page
 SEARCH_CAP = 10_000  # search returns no result past the 10,000th
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 _TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
@@ -101,6 +114,11 @@ class HubSpotConfig(ConnectorConfig):
     source_property: str | None = Field(
         default=None, description="a custom contact property that receives where the lead came from "
                                   "(HubSpot's own source properties are enumerations it sets itself)")
+    plan: Literal["starter", "professional", "enterprise"] = Field(
+        default="starter", description="the portal's subscription, which sets the private app's request budget: "
+                                       "starter (and free) 100 requests per 10 s, professional and enterprise 190")
+    requests_per_10s: int | None = Field(default=None, gt=0, le=1000, description="the budget when it is not the "
+                                         "plan's (the API limit increase pack: 250)")
     timeout_seconds: float = Field(default=10, gt=0, le=60, description="how long one HubSpot call may take, "
                                                                         "connecting included (at most 5 s of it)")
     webhook_secret: Secret | None = Field(
@@ -122,8 +140,10 @@ class HubSpotCRM:
     role: ClassVar[str] = "crm"
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
 
-    def __init__(self, config: HubSpotConfig, *, client: HubSpot | None = None) -> None:
+    def __init__(self, config: HubSpotConfig, *, client: HubSpot | None = None, meter: Meter | None = None) -> None:
         self._config = config
+        self._meter = meter or Unmetered()
+        self.quotas = quotas_for(config)
         client = client or HubSpot(access_token=config.access_token.get_secret_value(),
                                    host=config.base_url.rstrip("/"), retry=Retry(total=0, redirect=False))
         # Every `client.crm...` attribute access builds a new ApiClient and connection pool: keep these.
@@ -138,15 +158,44 @@ class HubSpotCRM:
         self._unique_key: dict[str, bool] = {}
 
     def upsert_contact(self, contact: ContactRecord, *, existing_id: str | None = None) -> str:
-        details = {name: value for name, value in (("firstname", contact.first_name),
-                                                   ("lastname", contact.last_name),
-                                                   ("email", contact.email)) if value}
+        details = _contact_details(contact)
         if existing_id and (updated := self._update("contacts", existing_id, details)):
             return updated
         found = self._contact_by_phone(contact.phone)
         if found and (updated := self._update("contacts", found, details)):
             return updated
         return self._create_contact(contact, details)
+
+    def upsert_contacts(self, contacts: list[ContactRecord]) -> list[str]:
+        """Many callers not yet in the map at once (a backlog, an import), in at most four requests for up to
+        BATCH_LIMIT of them: one search for all their numbers, one batch update of those found, one batch create
+        of the rest and one batch read of what it made. Returns their ids in order. Each contact is matched by phone as `upsert_contact` does."""
+        if not 0 < len(contacts) <= BATCH_LIMIT:
+            raise ValueError(f"upsert_contacts takes 1 to {BATCH_LIMIT} contacts, not {len(contacts)}")
+        found = self._contacts_by_phones([contact.phone for contact in contacts])
+        ids = [found.get(contact.phone) for contact in contacts]
+        changes = [(ids[n], _contact_details(contact)) for n, contact in enumerate(contacts) if ids[n]]
+        changes = [(contact_id, details) for contact_id, details in changes if details]
+        if changes:
+            request = BatchInputSimplePublicObjectBatchInput(inputs=[
+                SimplePublicObjectBatchInput(id=contact_id, properties=details) for contact_id, details in changes])
+            with self._calling(f"update {len(changes)} contacts"):
+                self._batch.update("contacts", request, _request_timeout=self._timeout)
+        new = [contact for n, contact in enumerate(contacts) if not ids[n]]
+        if new:
+            request = BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
+                SimplePublicObjectBatchInputForCreate(properties=self._new_contact(contact), associations=[])
+                for contact in new])
+            with self._calling(f"create {len(new)} contacts"):
+                made = self._batch.create("contacts", request, _request_timeout=self._timeout).results
+            # A create's answer need not echo the phone or keep the inputs' order: read the numbers back.
+            request = BatchReadInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=each.id) for each in made],
+                                                         properties=["phone"], properties_with_history=[])
+            with self._calling(f"read {len(made)} new contacts"):
+                made = self._batch.read("contacts", request, _request_timeout=self._timeout).results
+            by_phone = {each.properties.get("phone"): each.id for each in made}
+            ids = [contact_id or by_phone[contact.phone] for contact_id, contact in zip(ids, contacts)]
+        return ids
 
     def log_conversation(self, *, contact_id: str, log: ConversationLog, existing_id: str | None = None,
                          key: str | None = None) -> str:
@@ -194,7 +243,7 @@ class HubSpotCRM:
         request = PublicObjectSearchRequest(
             filter_groups=[FilterGroup(filters=filters)] if filters else [], properties=names, limit=SEARCH_PAGE,
             sorts=[{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}], after=str(after) if after else None)
-        with _vendor_errors("search contacts modified since the last pull"):
+        with self._calling("search contacts modified since the last pull", search=True):
             page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
         found = [(str(each.id), {"do_not_text": (each.properties or {}).get(self._config.do_not_text_property),
                                  "owner_id": (each.properties or {}).get("hubspot_owner_id")})
@@ -214,7 +263,7 @@ class HubSpotCRM:
     def set_do_not_text(self, *, contact_id: str, value: bool) -> None:
         """Write the caller's own opt-out (or opt-in) to the do-not-text property, creating it on first use."""
         name = self._config.do_not_text_property
-        with _vendor_errors(f"set up the {name} property"):
+        with self._calling(f"set up the {name} property"):
             try:
                 self._properties.get_by_name("contacts", name, _request_timeout=self._timeout)
             except PropertiesApiException as exc:
@@ -236,12 +285,16 @@ class HubSpotCRM:
             if exc.status != 409:  # another worker created it meanwhile
                 raise
 
-    def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
-        created = {"phone": contact.phone, **details, "lifecyclestage": "lead", "hs_lead_status": "NEW"}
+    def _new_contact(self, contact: ContactRecord) -> dict[str, str]:
+        created = {"phone": contact.phone, **_contact_details(contact), "lifecyclestage": "lead",
+                   "hs_lead_status": "NEW"}
         if self._config.source_property:
             created[self._config.source_property] = contact.source
+        return created
+
+    def _create_contact(self, contact: ContactRecord, details: dict[str, str]) -> str:
         try:
-            return self._create("contacts", created)
+            return self._create("contacts", self._new_contact(contact))
         except Rejected as exc:
             match = _EXISTING_ID.search(str(exc)) if exc.status == 409 else None
             # The email belongs to a contact whose phone we could not match: add the caller's
@@ -265,19 +318,44 @@ class HubSpotCRM:
                                                ("hs_searchable_calculated_mobile_number", national))],
             sorts=[{"propertyName": "createdate", "direction": "ASCENDING"}],
             properties=["phone", "mobilephone"], limit=20)
-        with _vendor_errors("search contacts by phone"):
+        with self._calling("search contacts by phone", search=True):
             page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
         for candidate in page.results:
             if any(_same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
                 return candidate.id
         return None
 
+    def _contacts_by_phones(self, phones: list[str]) -> dict[str, str]:
+        """The oldest contact per number, for many numbers in one search (paged when it answers more)."""
+        nationals = sorted({_national_digits(phone) for phone in phones})
+        request = PublicObjectSearchRequest(
+            filter_groups=[FilterGroup(filters=[Filter(property_name=name, operator="IN", values=values)])
+                           for name, values in (("phone", phones), ("mobilephone", phones),
+                                                ("hs_searchable_calculated_phone_number", nationals),
+                                                ("hs_searchable_calculated_mobile_number", nationals))],
+            sorts=[{"propertyName": "createdate", "direction": "ASCENDING"}],
+            properties=["phone", "mobilephone"], limit=SEARCH_PAGE)
+        wanted, found = set(phones), {}
+        regions = {phonenumbers.region_code_for_country_code(phonenumbers.parse(phone).country_code)
+                   for phone in phones}
+        while True:
+            with self._calling(f"search {len(phones)} contacts by phone", search=True):
+                page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
+            for candidate in page.results:
+                for stored in (candidate.properties.get(name) for name in ("phone", "mobilephone")):
+                    for number in _as_e164(stored, regions) & wanted:
+                        found.setdefault(number, candidate.id)
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if after is None or len(found) == len(wanted):
+                return found
+            request.after = after
+
     def _create(self, object_type: str, properties: dict[str, str], *, contact_id: str | None = None,
                 association_type_id: int | None = None) -> str:
         associations = [] if contact_id is None else [PublicAssociationsForObject(
             to=PublicObjectId(id=contact_id),
             types=[AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=association_type_id)])]
-        with _vendor_errors(f"create {object_type}"):
+        with self._calling(f"create {object_type}"):
             created = self._objects.create(
                 object_type, SimplePublicObjectInputForCreate(properties=properties, associations=associations),
                 _request_timeout=self._timeout)
@@ -306,24 +384,26 @@ class HubSpotCRM:
         oldest = self._associated_by_key(object_type, key, contact_id)
         if oldest is None or oldest == made:
             return made
-        with _vendor_errors(f"archive the duplicate {object_type} {made}"):
+        with self._calling(f"archive the duplicate {object_type} {made}"):
             self._objects.archive(object_type, made, _request_timeout=self._timeout)
         return self._update(object_type, oldest, changes) or oldest
 
     def _key_is_unique(self, object_type: str) -> bool:
         """Whether the object type's key property holds unique values; it is created on first use."""
         if object_type not in self._unique_key:
-            with _vendor_errors(f"set up the {KEY_PROPERTY} property of {object_type}"):
+            with self._calling(f"set up the {KEY_PROPERTY} property of {object_type}", requests=0):
                 self._unique_key[object_type] = self._ensure_key_property(object_type)
         return self._unique_key[object_type]
 
     def _ensure_key_property(self, object_type: str) -> bool:
         try:
+            self._slot()
             return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
                                                      _request_timeout=self._timeout).has_unique_value)
         except PropertiesApiException as exc:
             if exc.status != 404:
                 raise
+        self._slot()
         self._ensure_group(object_type)
         try:
             return self._create_key_property(object_type, unique=True)
@@ -342,6 +422,7 @@ class HubSpotCRM:
 
     def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
         try:
+            self._slot()
             self._properties.create(object_type, PropertyCreate(
                 name=KEY_PROPERTY, label="textback key", type="string", field_type="text", group_name=KEY_GROUP,
                 has_unique_value=unique, form_field=False,
@@ -352,12 +433,13 @@ class HubSpotCRM:
             if exc.status != 409:
                 raise
         # Another worker created it meanwhile: what it chose stands.
+        self._slot()
         return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
                                                  _request_timeout=self._timeout).has_unique_value)
 
     def _read_by_key(self, object_type: str, key: str) -> str | None:
         try:
-            with _vendor_errors(f"read {object_type} by {KEY_PROPERTY}"):
+            with self._calling(f"read {object_type} by {KEY_PROPERTY}"):
                 return self._objects.get_by_id(object_type, key, properties=[KEY_PROPERTY], id_property=KEY_PROPERTY,
                                                _request_timeout=self._timeout).id
         except Rejected as exc:
@@ -369,19 +451,19 @@ class HubSpotCRM:
         """The oldest record of the type associated with the contact that carries `key`."""
         linked: list[str] = []
         after = None
-        with _vendor_errors(f"list the contact's {object_type}"):
-            while True:
+        while True:
+            with self._calling(f"list the contact's {object_type}"):
                 page = self._links.get_page("contacts", contact_id, object_type, after=after, limit=500,
                                             _request_timeout=self._timeout)
-                linked += [str(each.to_object_id) for each in page.results]
-                after = page.paging.next.after if page.paging and page.paging.next else None
-                if after is None:
-                    break
+            linked += [str(each.to_object_id) for each in page.results]
+            after = page.paging.next.after if page.paging and page.paging.next else None
+            if after is None:
+                break
         for start in range(0, len(linked), BATCH_READ_LIMIT):
             request = BatchReadInputSimplePublicObjectId(
                 inputs=[SimplePublicObjectId(id=each) for each in linked[start:start + BATCH_READ_LIMIT]],
                 properties=[KEY_PROPERTY], properties_with_history=[])
-            with _vendor_errors(f"read the contact's {object_type}"):
+            with self._calling(f"read the contact's {object_type}"):
                 found = self._batch.read(object_type, request, _request_timeout=self._timeout).results
             keyed = sorted((each for each in found if (each.properties or {}).get(KEY_PROPERTY) == key),
                            key=lambda each: int(each.id))
@@ -395,7 +477,7 @@ class HubSpotCRM:
         if not properties:
             return object_id
         try:
-            with _vendor_errors(f"update {object_type} {object_id}"):
+            with self._calling(f"update {object_type} {object_id}"):
                 updated = self._objects.update(object_type, object_id, SimplePublicObjectInput(properties=properties),
                                                _request_timeout=self._timeout)
         except Rejected as exc:
@@ -403,6 +485,44 @@ class HubSpotCRM:
                 return None
             raise
         return updated.id
+
+    @contextlib.contextmanager
+    def _calling(self, action: str, *, search: bool = False, requests: int = 1) -> Iterator[None]:
+        """One request (or `requests`) counted on the connection's budget, its failures in the error tree.
+        A 429 that comes all the same shrinks the budget it hit."""
+        for _ in range(requests):
+            self._slot(search=search)
+        try:
+            with _vendor_errors(action):
+                yield
+        except RateLimited as exc:
+            if not isinstance(exc, OverQuota):
+                hit = self.quotas.search if search and _policy(exc) in (None, "SECONDLY") else self.quotas.requests
+                self._meter.refused(hit, exc.retry_after)
+            raise
+
+    def _slot(self, *, search: bool = False) -> None:
+        if search:  # search has a budget of its own, and counts against the app's too
+            self._meter.take(self.quotas.search)
+        self._meter.take(self.quotas.requests)
+
+
+@dataclass(frozen=True)
+class HubSpotQuotas:
+    requests: Quota
+    search: Quota
+
+
+PLAN_BUDGETS = {"starter": 100, "professional": 190, "enterprise": 190}
+SEARCH_PER_SECOND = 5
+
+
+def quotas_for(config: HubSpotConfig) -> HubSpotQuotas:
+    """The budgets of one private app in one portal: by plan per rolling 10 s, and search per second."""
+    scope = connection_scope("hubspot", config.base_url.rstrip("/"), config.access_token.get_secret_value())
+    return HubSpotQuotas(
+        requests=Quota(scope, config.requests_per_10s or PLAN_BUDGETS[config.plan], 10.0),
+        search=Quota(scope + ":search", SEARCH_PER_SECOND, 1.0))
 
 
 @contextlib.contextmanager
@@ -421,6 +541,14 @@ def _error_for(exc: ApiException | PropertiesApiException | AssociationsApiExcep
     if not exc.status:  # the SDK reports TLS failures with status 0
         return Transient(message)
     return error_for_status(exc.status, message, retry_after=parse_retry_after((exc.headers or {}).get("Retry-After")))
+
+
+def _policy(exc: RateLimited) -> str | None:
+    """The limit a 429 names (`policyName`: TEN_SECONDLY_ROLLING, SECONDLY, DAILY), when it names one."""
+    try:
+        return str(json.loads(exc.__cause__.body)["policyName"])
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
 
 
 def _vendor_message(body: bytes | str | None) -> str | None:
@@ -444,6 +572,23 @@ def _national_digits(phone: str) -> str:
     except phonenumbers.NumberParseException as exc:
         raise Rejected(f"contact phone {phone!r} is not an E.164 number") from exc
     return phonenumbers.national_significant_number(parsed).lstrip("0")
+
+
+def _contact_details(contact: ContactRecord) -> dict[str, str]:
+    return {name: value for name, value in (("firstname", contact.first_name), ("lastname", contact.last_name),
+                                            ("email", contact.email)) if value}
+
+
+def _as_e164(stored: str | None, regions: set[str]) -> set[str]:
+    """A phone as staff typed it, read in each of the regions it may be from."""
+    numbers = set()
+    for region in regions if stored else ():
+        try:
+            parsed = phonenumbers.parse(stored, region)
+        except phonenumbers.NumberParseException:
+            continue
+        numbers.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return numbers
 
 
 def _same_number(stored: str | None, e164: str) -> bool:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -53,6 +53,7 @@ from connectors.base import (
     parse_retry_after,
     query_windows,
 )
+from connectors.quota import Concurrency, Meter, Unmetered, connection_scope
 from core.calendar_sync import EventState
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
@@ -95,6 +96,8 @@ class OutlookConfig(ConnectorConfig):
     login_url: str = LOGIN_URL
     refresh_token: Secret | None = Field(None, description="delegated mode: the signed-in user's refresh token")
     ca_bundle: str | None = Field(None, description="PEM file of the CAs to trust instead of the system's")
+    concurrent_per_mailbox: int = Field(4, gt=0, le=100, description="requests in flight at once per mailbox "
+                                        "(Graph's MailboxConcurrency limit for an app)")
 
     @field_validator("login_url", "base_url")
     @classmethod
@@ -129,8 +132,10 @@ class OutlookCalendar:
     config_model: ClassVar[type[ConnectorConfig]] = OutlookConfig
 
     def __init__(self, config: OutlookConfig, *, http: httpx.Client | None = None,
-                 token: Callable[[], str] | None = None, msal_http_client: Any = None) -> None:
+                 token: Callable[[], str] | None = None, msal_http_client: Any = None,
+                 meter: Meter | None = None) -> None:
         self.config = config
+        self._meter = meter or Unmetered()
         self._graph = config.base_url + "/v1.0"
         self._http = http or httpx.Client(timeout=_TIMEOUT, verify=_ssl_context(config.ca_bundle))
         self._session = None if token or msal_http_client else PinnedSession(config.ca_bundle)
@@ -221,7 +226,19 @@ class OutlookCalendar:
 
     def _call(self, method: str, path: str, *, action: str, json: Any = None, headers: dict[str, str] | None = None,
               tolerate: tuple[int, ...] = ()) -> httpx.Response:
-        """One Graph request; a 401 gets one more try with a fresh token when the provider can refresh."""
+        """One Graph request, holding one of its mailbox's concurrency slots; a 401 gets one more try with a
+        fresh token when the provider can refresh."""
+        with self._meter.hold(self.concurrency(path)):
+            return self._request(method, path, action=action, json=json, headers=headers, tolerate=tolerate)
+
+    def concurrency(self, path: str) -> Concurrency:
+        """Graph throttles requests in flight per app per mailbox (MailboxConcurrency)."""
+        mailbox = unquote(path.split("/")[2]) if path.startswith("/users/") else self.config.calendars[0]
+        return Concurrency(connection_scope("graph", self._graph, self.config.tenant_id, self.config.client_id,
+                                            mailbox.lower()), self.config.concurrent_per_mailbox)
+
+    def _request(self, method: str, path: str, *, action: str, json: Any, headers: dict[str, str] | None,
+                 tolerate: tuple[int, ...]) -> httpx.Response:
         refresh = getattr(self._token, "refresh", None)
         for attempt in (1, 2):
             token = self._token()

@@ -10,6 +10,7 @@ where MyCRM has `role`, `config_model` and `MyCRM(config, **injected)`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from functools import cache
 from importlib.metadata import entry_points
@@ -60,6 +61,12 @@ def build(config: BaseModel, **injected: Any):
     """Construct the connector for a validated config, passing injected clients through."""
     cls = available()[config.type]
     return cls(config, **injected)
+
+
+def accepts(config: BaseModel, name: str) -> bool:
+    """Whether the config's connector takes the keyword `name` (a meter, say; older plugins take none)."""
+    cls = available().get(config.type)
+    return cls is not None and name in inspect.signature(cls).parameters
 
 
 def _of_role(role: str) -> list[str]:

@@ -78,7 +78,9 @@ def prepare_send(session: Session, *, tenant: Tenant, job: SendSMSJob, now: date
         _skip_first(session, message, call, "answered_meanwhile")
         return Skip("answered_meanwhile")
     zones = caller_zones(lead.phone, tenant.zone)
-    must_wait = purpose in WAIT_FOR_WINDOW or (purpose == "first" and not tenant.quiet_hours.first_reply_anytime)
+    # The first reply may go out at once because the caller has just called; an imported past call has not.
+    reply_now = tenant.quiet_hours.first_reply_anytime and not (call is not None and call.source == "import")
+    must_wait = purpose in WAIT_FOR_WINDOW or (purpose == "first" and not reply_now)
     if must_wait and not textable(tenant.quiet_hours, zones, now):
         return Defer(next_textable(tenant.quiet_hours, zones, now), "outside the caller's texting window")
     if purpose == "first" and tenant.missed_call.lookup_line_type and lead.line_type is None:

@@ -52,6 +52,7 @@ class ClioSandbox:
     def __init__(self, *, rate_limit: int = 50, access_token_lifetime: int = ACCESS_TOKEN_LIFETIME,
                  clock: Callable[[], float] = time.time) -> None:
         self.rate_limit = rate_limit
+        self.rate_limited = 0  # how many requests the rate limit refused with 429
         self.clock = clock
         self.faults = Faults()
         self.store = ClioStore(on_change=self._changed)
@@ -126,6 +127,8 @@ class ClioSandbox:
             refused = count >= self.rate_limit
             if not refused:
                 count += 1
+            else:
+                self.rate_limited += 1
             self._windows[token] = (start, count)
         headers = {"X-RateLimit-Limit": str(self.rate_limit), "X-RateLimit-Remaining": str(self.rate_limit - count),
                    "X-RateLimit-Reset": str(math.ceil(start + WINDOW_SECONDS))}

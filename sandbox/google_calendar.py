@@ -15,6 +15,8 @@ identities it was shared with, and is `notFound` to everyone else, as on Google.
 from __future__ import annotations
 
 import base64
+import collections
+import time as time_module
 import re
 import secrets
 import threading
@@ -23,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 
 from sandbox.common import Faults, inject_faults
@@ -69,9 +71,14 @@ class _Calendar:
 class GoogleCalendarSandbox:
     """Thread-safe in-memory Google Calendar: calendars, events, sync tokens, plus the OAuth state."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, user_rate_limit: int | None = None) -> None:
         self.oauth = GoogleOAuth()
         self.faults = Faults()
+        # Requests per second per user (the identity behind the token), as the project's per-user quota caps
+        # them; past it Google answers 403 userRateLimitExceeded. None: no limit (the default).
+        self.user_rate_limit = user_rate_limit
+        self.rate_limited = 0
+        self._recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.channels = PushChannels()
         self._calendars: dict[str, _Calendar] = {}
         self._version = 0
@@ -287,6 +294,22 @@ class GoogleCalendarSandbox:
         return calendar
 
 
+    def admit(self, identity: str) -> None:
+        """Count one request of `identity`; past its per-second limit, Google's 403 userRateLimitExceeded."""
+        if self.user_rate_limit is None:
+            return
+        now = time_module.monotonic()
+        with self._lock:
+            recent = self._recent[identity]
+            while recent and now - recent[0] >= 1:
+                recent.popleft()
+            if len(recent) >= self.user_rate_limit:
+                self.rate_limited += 1
+                raise GoogleApiError(403, "userRateLimitExceeded", "User Rate Limit Exceeded",
+                                     domain="usageLimits", summary="User Rate Limit Exceeded")
+            recent.append(now)
+
+
 def create_app(sandbox: GoogleCalendarSandbox) -> FastAPI:
     app = FastAPI(title="Google Calendar sandbox")
     add_token_endpoint(app, sandbox.oauth)
@@ -295,10 +318,20 @@ def create_app(sandbox: GoogleCalendarSandbox) -> FastAPI:
     add_request_validation(app)
     inject_faults(app, sandbox.faults, respond=_fault)
 
-    free_busy_reader = bearer_identity(sandbox.oauth, FREE_BUSY_SCOPES)
-    reader = bearer_identity(sandbox.oauth, READ_SCOPES)
-    writer = bearer_identity(sandbox.oauth, WRITE_SCOPES)
-    channel_owner = bearer_identity(sandbox.oauth, READ_SCOPES | FREE_BUSY_SCOPES)
+    def metered(scopes: set[str]):
+        authenticated = bearer_identity(sandbox.oauth, scopes).dependency
+
+        def identity(request: Request) -> str:
+            who = authenticated(request)
+            sandbox.admit(who)
+            return who
+
+        return Depends(identity)
+
+    free_busy_reader = metered(FREE_BUSY_SCOPES)
+    reader = metered(READ_SCOPES)
+    writer = metered(WRITE_SCOPES)
+    channel_owner = metered(READ_SCOPES | FREE_BUSY_SCOPES)
     base = "/calendar/v3"
 
     @app.post(f"{base}/freeBusy")

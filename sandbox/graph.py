@@ -89,6 +89,12 @@ class GraphSandbox:
     def __init__(self, identity: MicrosoftIdentity, *, webhook_http: httpx.Client | None = None) -> None:
         self.identity = identity
         self.faults = Faults()
+        # Requests in flight at once per app (its token) and mailbox, as Graph's MailboxConcurrency limit counts
+        # them; past it the answer is 429 ApplicationThrottled with Retry-After.
+        self.mailbox_concurrency = MAILBOX_CONCURRENCY
+        self.throttled = 0
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._flight_lock = threading.Lock()
         self.subscriptions = Subscriptions(http=webhook_http or httpx.Client(timeout=10.0))
         self._mailboxes: dict[str, _Mailbox] = {}
         self._events: dict[str, GraphEvent] = {}
@@ -152,6 +158,22 @@ class GraphSandbox:
         return self.subscriptions.deliver(http)
 
     # --- the API ---------------------------------------------------------------------------------------
+
+    def enter(self, authorization: str, path: str) -> tuple[str, str] | None:
+        """Count a request in flight for its token and mailbox; None when the mailbox is at its limit."""
+        parts = path.split("/")
+        mailbox = parts[3].lower() if len(parts) > 3 and parts[2] == "users" else "me"
+        key = (authorization, mailbox)
+        with self._flight_lock:
+            if self._in_flight.get(key, 0) >= self.mailbox_concurrency:
+                self.throttled += 1
+                return None
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return key
+
+    def leave(self, key: tuple[str, str]) -> None:
+        with self._flight_lock:
+            self._in_flight[key] -= 1
 
     def get_schedule(self, grant: AccessGrant, who: str | None, body: dict, *, zone: str) -> dict:
         fields = {key.lower(): value for key, value in body.items()}
@@ -399,7 +421,23 @@ class GraphSandbox:
         return min(value, high) if high is not None else value
 
 
+MAILBOX_CONCURRENCY = 4
+
+
 def create_app(graph: GraphSandbox) -> FastAPI:
     app = FastAPI(title="Microsoft Graph sandbox")
     add_routes(app, graph)
+
+    @app.middleware("http")
+    async def mailbox_concurrency(request, call_next):
+        # Outermost, so a scripted late answer (faults.delay_next) stays in flight while it waits.
+        key = graph.enter(request.headers.get("authorization", ""), request.url.path)
+        if key is None:
+            return GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
+                              headers={"Retry-After": "1"}).response()
+        try:
+            return await call_next(request)
+        finally:
+            graph.leave(key)
+
     return app

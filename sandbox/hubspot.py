@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from sandbox.common import Faults, inject_faults
-from sandbox.hubspot_access import HubSpotAccess, Tier, rate_limited
+from sandbox.hubspot_access import SEARCH_PER_SECOND, HubSpotAccess, Tier, rate_limited
 from sandbox.hubspot_properties import HubSpotError, PropertyDef, PropertyKind, PropertyRegistry, bad_request
 from sandbox.hubspot_records import HubSpotRecords
 from sandbox.hubspot_validation import (
@@ -44,17 +44,20 @@ class HubSpotSandbox(HubSpotRecords):
     """One HubSpot portal: its records, property definitions, apps and tokens, webhooks and scripted faults.
 
     `tier` sets the private-app rate limits (starter: 100 requests per 10 s; professional and
-    enterprise: 190); `burst_limit` and `daily_limit` override them. `unique_types` are the
+    enterprise: 190); `burst_limit` and `daily_limit` override them; search is limited to
+    `search_limit` requests per second (5; None for no limit). `unique_types` are the
     object types whose custom properties may require unique values.
     """
 
     def __init__(self, tokens: Iterable[str], *, tier: Tier = "enterprise", burst_limit: int | None = None,
-                 daily_limit: int | None = None, search_lag: float = 0.0, default_region: str = "US",
+                 daily_limit: int | None = None, search_limit: int | None = SEARCH_PER_SECOND,
+                 search_lag: float = 0.0, default_region: str = "US",
                  unique_types: Iterable[str] = ("contacts", "deals"), portal_id: int = 62515) -> None:
         self.webhooks = HubSpotWebhooks(portal_id)
         super().__init__(PropertyRegistry(unique_types=unique_types), search_lag=search_lag,
                          default_region=default_region, on_change=self.webhooks.record_changed)
-        self.access = HubSpotAccess(tokens, tier=tier, burst_limit=burst_limit, daily_limit=daily_limit)
+        self.access = HubSpotAccess(tokens, tier=tier, burst_limit=burst_limit, daily_limit=daily_limit,
+                                    search_limit=search_limit)
         self.faults = Faults()
 
     @property

@@ -13,7 +13,9 @@ Rate limits, as HubSpot documents them: a private app may make 100 requests per 
 on Free/Starter and 190 on Professional/Enterprise (`tier`), with a daily budget per portal
 (250,000 / 625,000 / 1,000,000) shared by its private apps; an OAuth app gets 110 per 10 s in
 each portal and no daily limit. Answers carry X-HubSpot-RateLimit-Interval-Milliseconds, -Max
-and -Remaining, and for private apps -Daily and -Daily-Remaining; search answers carry none.
+and -Remaining, and for private apps -Daily and -Daily-Remaining; search answers carry none. Search has a limit
+of its own besides, 5 requests per second per token (policy SECONDLY), and counts against the
+10-second budget too. `refused` lists the policy of every 429 answered, for tests and benchmarks.
 Past a budget the answer is 429 `{status, message, errorType: "RATE_LIMIT", correlationId,
 policyName: "TEN_SECONDLY_ROLLING" | "DAILY", requestId}` with Retry-After.
 """
@@ -38,6 +40,7 @@ Tier = Literal["starter", "professional", "enterprise"]
 TIERS: dict[str, tuple[int, int]] = {"starter": (100, 250_000), "professional": (190, 625_000),
                                      "enterprise": (190, 1_000_000)}
 OAUTH_BURST = 110
+SEARCH_PER_SECOND = 5
 WINDOW_SECONDS = 10
 ACCESS_TOKEN_LIFETIME = 1800
 NO_CREDENTIALS = ("Authentication credentials not found. This API supports OAuth 2.0 authentication and you can "
@@ -71,7 +74,8 @@ class HubSpotAccess:
     """Credentials and rate budgets of one portal; thread-safe."""
 
     def __init__(self, tokens: Iterable[str], *, tier: Tier = "enterprise", burst_limit: int | None = None,
-                 daily_limit: int | None = None, clock: Callable[[], float] = time.time) -> None:
+                 daily_limit: int | None = None, search_limit: int | None = SEARCH_PER_SECOND,
+                 clock: Callable[[], float] = time.time) -> None:
         self.tokens = set(tokens)
         self.burst_limit = burst_limit or TIERS[tier][0]
         self.daily_limit = daily_limit or TIERS[tier][1]
@@ -82,7 +86,11 @@ class HubSpotAccess:
         self._access: dict[str, tuple[str, float]] = {}
         self._refresh: dict[str, str] = {}
         self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self.search_limit = search_limit  # None: unlimited (tests of other behaviour that search in bursts)
+        self._searches: dict[str, deque[float]] = defaultdict(deque)
+        self.refused: list[str] = []  # the policy of every 429 the limits answered, in order
         self._daily = 0
+        self.admitted = 0  # requests answered within the limits
         self._lock = threading.Lock()
 
     # --- OAuth ---------------------------------------------------------------------------------
@@ -175,14 +183,24 @@ class HubSpotAccess:
             recent = self._recent[caller.budget]
             while recent and now - recent[0] >= WINDOW_SECONDS:
                 recent.popleft()
+            searches = self._searches[caller.budget]
+            while searches and now - searches[0] >= 1:
+                searches.popleft()
             policy, retry_after = None, None
             if not caller.oauth and self._daily >= self.daily_limit:
                 policy, retry_after = "DAILY", _seconds_to_midnight()
             elif len(recent) >= limit:
                 policy, retry_after = "TEN_SECONDLY_ROLLING", max(1, math.ceil(WINDOW_SECONDS - (now - recent[0])))
+            elif search and self.search_limit is not None and len(searches) >= self.search_limit:
+                policy, retry_after = "SECONDLY", 1
             else:
                 recent.append(now)
+                if search:
+                    searches.append(now)
                 self._daily += 0 if caller.oauth else 1
+                self.admitted += 1
+            if policy is not None:
+                self.refused.append(policy)
             headers = {} if search else {
                 "X-HubSpot-RateLimit-Interval-Milliseconds": str(WINDOW_SECONDS * 1000),
                 "X-HubSpot-RateLimit-Max": str(limit),

@@ -64,6 +64,7 @@ class HubSpotRecords:
         self.default_region = default_region
         self.on_change = on_change or (lambda *change: None)
         self.pipelines: dict[str, tuple[str, ...]] = dict(DEFAULT_PIPELINES)
+        self.batch_calls: list[tuple[str, str, int]] = []  # (operation, object type, inputs) of each batch call
         self._records: dict[str, dict[str, _Record]] = {kind: {} for kind in OBJECT_TYPES}
         self._links: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
         self._ids = IdSequence(1001)
@@ -157,6 +158,7 @@ class HubSpotRecords:
             raise bad_request("`inputs` must be a list of objects")
         if len(inputs) > BATCH_LIMIT:
             raise bad_request(f"Batch input size {len(inputs)} exceeds the limit of {BATCH_LIMIT} inputs")
+        self.batch_calls.append((operation, kind, len(inputs)))
         started = iso(datetime.now(timezone.utc))
         with self._lock:
             status, results, errors = handlers[operation](kind, inputs, body, source)

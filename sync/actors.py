@@ -3,6 +3,8 @@
 Retries are declared here: any exception is retried with exponential backoff (1 s doubling to
 10 min, MAX_RETRIES times), a RateLimited one after its Retry-After, a record held by another job
 soon and without using up the retries; when they run out the row is dead with its last error.
+A job whose connection is at its request budget (OverQuota, before anything was sent) is queued
+again for its slot with a broker delay: no worker thread waits, and no retry is used up.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from connectors.base import ConnectorError, RateLimited
+from connectors.quota import OverQuota
 from sync.locks import RecordBusy
 from sync.runner import run_job, mark_dead
 from sync.runtime import Runtime
@@ -22,6 +25,8 @@ from sync.runtime import Runtime
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 10
+# Jobs waiting for one connection's next slot wake spread over this much, not all in the same millisecond.
+THROTTLE_JITTER_MS = 250
 # A job waiting for another job's lock on the same record retries this often before it counts as failing.
 MAX_BUSY_RETRIES = 200
 
@@ -67,6 +72,11 @@ def run_outbox(outbox_id: int) -> None:
     except RecordBusy as exc:
         log.info("outbox %s waits: %s", outbox_id, exc)
         raise Busy(str(exc), delay=random.randint(200, 800)) from exc
+    except OverQuota as exc:
+        # The request over budget was not sent: a fresh message for when the budget has a slot; retries untouched.
+        delay_ms = max(1, int(exc.retry_after * 1000)) + random.randint(0, THROTTLE_JITTER_MS)
+        log.debug("outbox %s waits %d ms for its slot: %s", outbox_id, delay_ms, exc)
+        run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms)
     except RateLimited as exc:
         delay_ms = int((exc.retry_after if exc.retry_after is not None else 1.0) * 1000)
         raise dramatiq.Retry(str(exc), delay=max(delay_ms, 100)) from exc

@@ -3,7 +3,8 @@
 How each end is recorded on the outbox row (the contract is in core/jobs.py):
 
     done          the step finished; any earlier error is cleared
-    pending       Deferred: waits for not_before; or a retryable failure, with last_error, claim released
+    pending       Deferred: waits for not_before; or a retryable failure, with last_error, claim released;
+                  or OverQuota: the connection's request budget is spent, queued again for its slot
     parked        AuthExpired: the tenant's connection needs re-auth (reconnecting unparks it)
     failed        Rejected by the vendor, or a payload/tenant that cannot run
     dead          retries exhausted (sync/actors.py) or claimed too often by workers that died (sync/relay.py)
@@ -22,13 +23,14 @@ from pydantic import ValidationError
 from sqlalchemy import or_, update
 
 from connectors.base import AuthExpired, Rejected
+from connectors.quota import OverQuota
 from core import appointments
 from core.config import Tenant
 from core.jobs import CALLER_WAITING, JobPayload, OutboxStatus, parse_payload
 from core.outbox import Deferred, Kind, Pending
 from core.store import connections
 from core.store.tables import OutboxRow
-from sync import metrics
+from sync import crm_batch, metrics
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,14 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         return
     role, handler = handlers()[kind]
     pending = Pending(job_row=outbox_id)
+    companions = []
+    if kind == Kind.crm_sync_lead and crm_batch.batches(runtime, tenant):
+        companions = crm_batch.claim_companions(runtime, tenant, outbox_id)
     try:
-        handler(runtime, tenant, job, pending)
+        if companions:
+            crm_batch.sync_leads(runtime, tenant, job, companions)
+        else:
+            handler(runtime, tenant, job, pending)
     except Deferred as exc:
         _defer(runtime, outbox_id, exc)
     except AuthExpired as exc:
@@ -94,6 +102,10 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         with runtime.db.transaction() as session:
             connections.mark_needs_reauth(session, tenant_id=tenant_id, role=role, reason=str(exc), now=runtime.now())
         _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} connection needs re-authorising ({exc})")
+    except OverQuota:
+        _wait_for_slot(runtime, outbox_id)
+        runtime.dispatch(pending)
+        raise
     except Rejected as exc:
         metrics.connector_failed(tenant=tenant_id, role=role, exc=exc)
         _finish(runtime, outbox_id, OutboxStatus.failed, f"rejected: {exc}")
@@ -167,6 +179,15 @@ def _defer(runtime: Runtime, outbox_id: int, deferred: Deferred) -> None:
         row.attempts = max(row.attempts - 1, 0)  # waiting for the window is not a failed attempt
         row.last_error = None
     runtime.dispatch([outbox_id])
+
+
+def _wait_for_slot(runtime: Runtime, outbox_id: int) -> None:
+    """The connection's budget is spent for now: the job is queued again for its slot (sync/actors.py),
+    and waiting for it is neither a failed attempt nor an error."""
+    with runtime.db.transaction() as session:
+        row = session.get(OutboxRow, outbox_id)
+        row.claimed_until, row.enqueued_at = None, runtime.now()
+        row.attempts = max(row.attempts - 1, 0)
 
 
 def _finish(runtime: Runtime, outbox_id: int, status: OutboxStatus, error: str | None) -> None:

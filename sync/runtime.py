@@ -16,6 +16,7 @@ from core.config import Settings, Tenant, TenantDirectory, load_tenants
 from core.outbox import Dispatcher, Pending
 from core.store.db import Database
 from sync.locks import RecordLocks
+from sync.quotas import LocalMeter, RedisMeter, meter_for_url
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Runtime:
         connector_factory: ConnectorFactory = registry.build,
         clock: Callable[[], datetime] | None = None,
         locks: RecordLocks | None = None,
+        meter: RedisMeter | LocalMeter | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -45,6 +47,8 @@ class Runtime:
             db.clock = clock
         self.clock = db.clock
         self.locks = locks or RecordLocks()
+        # Every connector of this process counts its requests on one meter (in Redis: shared by every worker).
+        self.meter = meter or LocalMeter()
         self._factory = connector_factory
         self._connectors: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -54,6 +58,7 @@ class Runtime:
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "Runtime":
         tenants = load_tenants(settings.config, validate_connector=registry.validate_connector)
         kwargs.setdefault("locks", RecordLocks.for_broker_url(settings.redis_url))
+        kwargs.setdefault("meter", meter_for_url(settings.redis_url))
         return cls(settings=settings, db=Database(settings.database_url), tenants=tenants, **kwargs)
 
     def connector(self, tenant: Tenant, role: str) -> Any | None:
@@ -68,6 +73,8 @@ class Runtime:
                 injected = {"token": TokenProvider.for_config(
                     config, db=self.db, secret_keys=self.settings.secret_keys, tenant_id=tenant.id, role=role,
                 )} if uses_oauth(config) else {}
+                if registry.accepts(config, "meter"):
+                    injected["meter"] = self.meter
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 

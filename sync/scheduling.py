@@ -70,8 +70,8 @@ def book_slot(runtime: Runtime, tenant: Tenant, job: BookSlotJob, pending: Pendi
             return
         booking = appointments.hold(session, conversation=conversation, slot=slot,
                                     buffer_minutes=tenant.booking.buffer_minutes)
-        if booking is None:
-            conversation.state = Phase.offering.value
+        # The conversation stays `booking` until the new offer is recorded (appointments.offer sets its state):
+        # a run stopped before that (a vendor quota, a crash) is run again from the start and re-offers.
         booking_id, status = (booking.id, booking.status) if booking else (None, None)
     if booking_id is None:
         _offer(runtime, tenant, conversation_id, pending, template="slot_taken", moves=moves)
@@ -154,8 +154,7 @@ def _still_free(runtime: Runtime, tenant: Tenant, booking_id: int, slot: Slot, p
         if free:
             booking.status = "creating"
             return True
-        appointments.release(session, booking)
-        session.get(Conversation, booking.conversation_id).state = Phase.offering.value
+        appointments.release(session, booking)  # the conversation stays `booking` until re-offered (above)
         conversation_id = booking.conversation_id
     _offer(runtime, tenant, conversation_id, pending, template="slot_taken", moves=moves)
     return False

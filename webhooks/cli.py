@@ -15,7 +15,7 @@ import typer
 
 from core import redact
 from core.config import Settings
-from webhooks import cli_admin, cli_config, cli_connect, cli_outbox, cli_report, cli_sandbox, cli_serve, cli_sync
+from webhooks import cli_admin, cli_config, cli_connect, cli_import, cli_outbox, cli_report, cli_sandbox, cli_serve, cli_sync
 from webhooks.cli_errors import EXIT_USAGE, CommandFailed, FriendlyGroup
 
 app = typer.Typer(cls=FriendlyGroup, help="textback: missed-call text-back, qualification and booking.",
@@ -31,6 +31,7 @@ cli_connect.register(app)   # `connect`, `connectors list | rotate-keys | new-ke
 cli_report.register(app)    # `report`
 cli_admin.register(app)     # `admin add-user`
 cli_sync.register(app)      # `sync status`
+cli_import.register(app)    # `import TENANT FILE`
 
 
 def package_version() -> str:

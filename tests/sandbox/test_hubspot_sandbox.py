@@ -47,7 +47,8 @@ def error_body(exc: ApiException) -> dict:
 
 @pytest.fixture(scope="module")
 def hubspot() -> HubSpotSandbox:
-    return HubSpotSandbox({TOKEN})
+    # These tests search back to back; the 5-per-second search limit is tested in test_hubspot_access.py.
+    return HubSpotSandbox({TOKEN}, search_limit=None)
 
 
 @pytest.fixture(scope="module")

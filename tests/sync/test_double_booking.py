@@ -14,10 +14,9 @@ import pytest
 from connectors import registry
 from core.outbox import Kind
 from core.store.tables import Booking, Conversation
-from sync.runner import run_job as execute
 from sync.runtime import Runtime
-from tests.sync.test_scheduling import (CALENDAR, at, bookings, choose, conversation, live_events, make_runtime,
-                                        offered, outbox_row, run, texts)
+from tests.sync.test_scheduling import (CALENDAR, at, bookings, choose, conversation, execute, live_events,
+                                        make_runtime, offered, outbox_row, run, texts)
 
 CALLERS = [f"+1555010{n:04d}" for n in range(1, 20)]
 

@@ -30,7 +30,7 @@ def test_the_demo_tells_a_story_ends_with_the_funnel_and_shows_no_secret_in_outp
     assert "📞 Maria Lopez (+15550103333) calls Smith & Lee Law at +15550001111." in output
     assert "textback rings +15550002222 for 18 seconds: nobody picks up." in output
     assert "<Dial" not in output and "DialCallStatus" not in output and "matter_type:" not in output
-    assert "deal 1002 on that contact: Family/divorce: +15550103333" in output
+    assert "deal 1002 on that contact: Family/divorce: Maria Lopez" in output
     assert re.search(r"📅 Outlook consults@riveralaw\.example: .* (AM|PM) \(America/New_York\)", output)
     assert re.search(r"^2 missed calls → 2 texted → 2 replied → 2 qualified → 2 booked, first text within "
                      r"\d+\.\d\d s of the missed call$", output, re.M)

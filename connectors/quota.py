@@ -1,0 +1,102 @@
+"""Request budgets a connector declares, and the meter every worker counts them on.
+
+A vendor limits how often one connection may call it (HubSpot: 100 or 190 requests per rolling
+10 s per app and portal, search 5 per second; Clio: a per-minute limit per token, reported in
+X-RateLimit-* headers; Graph: concurrent requests per mailbox; Google: requests per user per
+second). Each connector declares its budgets as `Quota`s scoped to the connection and asks the
+injected `Meter` for a slot before every request:
+
+    meter.take(quota)       a slot now, or OverQuota(retry_after) before anything is sent: the job
+                            is re-scheduled for its slot by the queue (no worker thread waits)
+    meter.refused(quota,s)  a 429 came anyway (another app on the same portal, a lower plan than
+                            declared): the budget shrinks and nothing is sent for s seconds
+    meter.reported(quota, limit=, remaining=, reset_at=)
+                            the vendor's own count (Clio's headers): its lower limit is adopted, and
+                            an exhausted window blocks until its reset
+    with meter.hold(concurrency):
+                            one of a limited number of requests in flight at once (Graph's
+                            MailboxConcurrency), or OverQuota when all are taken
+
+The meter is shared by every worker (Redis, sync/quotas.py); `Unmetered` is for a connector built
+without one (a script, a test of the connector alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from connectors.base import RateLimited
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most `requests` calls in any `seconds`-long window, for the connection named by `scope`."""
+
+    scope: str
+    requests: int
+    seconds: float
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.seconds * 1000)
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most `limit` requests in flight at once for `scope` (Graph: per app per mailbox)."""
+
+    scope: str
+    limit: int
+
+
+class OverQuota(RateLimited):
+    """The connection's budget has no slot now; nothing was sent. Run the job again after `retry_after`."""
+
+    def __init__(self, quota: Quota | Concurrency, retry_after: float) -> None:
+        budget = (f"{quota.requests} requests per {quota.seconds:g} s" if isinstance(quota, Quota)
+                  else f"{quota.limit} requests at once")
+        super().__init__(f"{quota.scope} is at its budget of {budget}; next slot in {retry_after:.2f} s",
+                         retry_after=retry_after, status=None)
+        self.quota = quota
+
+
+class Meter(Protocol):
+    def take(self, quota: Quota) -> None:
+        """Count one request against the quota, or raise OverQuota when it has no slot now."""
+        ...
+
+    def refused(self, quota: Quota, retry_after: float | None) -> None:
+        """The vendor answered 429 all the same: shrink the budget and hold requests for `retry_after`."""
+        ...
+
+    def reported(self, quota: Quota, *, limit: int | None, remaining: int | None, reset_at: float | None) -> None:
+        """The vendor's own count for the window (limit, remaining, reset as a unix time)."""
+        ...
+
+    def hold(self, concurrency: Concurrency) -> contextlib.AbstractContextManager[None]:
+        """One of the scope's slots for the duration of the block, or OverQuota when all are in use."""
+        ...
+
+
+class Unmetered:
+    """No shared budget: every request goes out, 429s are left to the retries."""
+
+    def take(self, quota: Quota) -> None:
+        return None
+
+    def refused(self, quota: Quota, retry_after: float | None) -> None:
+        return None
+
+    def reported(self, quota: Quota, *, limit: int | None, remaining: int | None, reset_at: float | None) -> None:
+        return None
+
+    def hold(self, concurrency: Concurrency) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def connection_scope(vendor: str, *identifying: str) -> str:
+    """A stable name for one connection's budget that does not reveal its credentials."""
+    return f"{vendor}:" + hashlib.sha256("\x1f".join(identifying).encode()).hexdigest()[:16]

@@ -1,0 +1,105 @@
+"""Request budgets shared in Redis: every worker of one connection counts on the same window."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from connectors.quota import Concurrency, OverQuota, Quota
+from sync.quotas import LocalMeter, RedisMeter
+
+
+@pytest.fixture
+def meters(redis_url):
+    """Four meters on four Redis connections, as four worker processes would have."""
+    clients = [redis.Redis.from_url(redis_url) for _ in range(4)]
+    yield [RedisMeter(client) for client in clients]
+    for client in clients:
+        client.close()
+
+
+def test_four_workers_share_one_budget_and_learn_when_the_next_slot_frees(meters):
+    # Given: a connection allowed 12 requests per 2 s, and four workers asking at once
+    quota = Quota("vendor:test", 12, 2.0)
+    granted, refused = [], []
+
+    def ask(meter):
+        for _ in range(6):
+            try:
+                meter.take(quota)
+                granted.append(time.monotonic())
+            except OverQuota as exc:
+                refused.append(exc.retry_after)
+
+    # When
+    threads = [threading.Thread(target=ask, args=(meter,)) for meter in meters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then: 12 slots in all, and the other 12 asks are told to come back within the window
+    assert len(granted) == 12 and len(refused) == 12
+    assert all(0 < wait <= 2.2 for wait in refused)
+
+
+def test_a_slot_frees_once_its_window_has_passed(meters):
+    quota = Quota("vendor:window", 2, 0.5)
+    meters[0].take(quota)
+    meters[1].take(quota)
+    with pytest.raises(OverQuota) as over:
+        meters[2].take(quota)
+
+    time.sleep(over.value.retry_after + 0.02)
+
+    meters[3].take(quota)  # no OverQuota: the first request left the window
+
+
+def test_a_429_shrinks_the_budget_and_holds_every_worker_for_retry_after(meters):
+    quota = Quota("vendor:shrink", 100, 10.0)
+
+    meters[0].refused(quota, 1.0)
+
+    assert meters[1].limit(quota) == 80
+    with pytest.raises(OverQuota) as held:
+        meters[2].take(quota)
+    assert 0.5 < held.value.retry_after <= 1.0
+    meters[0].refused(quota, 0.0)
+    assert meters[3].limit(quota) == 64  # shrinks again on a second 429
+
+
+def test_the_vendors_lower_limit_is_adopted_and_an_exhausted_window_waits_for_its_reset(meters):
+    quota = Quota("clio:headers", 200, 60.0)
+    reset_at = time.time() + 3
+
+    meters[0].reported(quota, limit=50, remaining=0, reset_at=reset_at)
+
+    assert meters[1].limit(quota) == 50
+    with pytest.raises(OverQuota) as held:
+        meters[2].take(quota)
+    assert 2 < held.value.retry_after <= 3.5
+
+
+def test_the_in_process_meter_keeps_the_same_rules():
+    meter, quota = LocalMeter(), Quota("vendor:local", 3, 1.0)
+    for _ in range(3):
+        meter.take(quota)
+    with pytest.raises(OverQuota):
+        meter.take(quota)
+    meter.refused(quota, 0.0)
+    assert meter.limit(quota) == 2
+    meter.reported(quota, limit=1, remaining=None, reset_at=None)
+    assert meter.limit(quota) == 1
+
+
+def test_a_concurrency_limit_is_shared_by_every_worker_and_frees_when_a_request_ends(meters):
+    slots = Concurrency("graph:mailbox", 2)
+    with meters[0].hold(slots), meters[1].hold(slots):
+        with pytest.raises(OverQuota):
+            with meters[2].hold(slots):
+                pass
+    with meters[3].hold(slots):
+        pass  # both slots were given back
