@@ -31,7 +31,7 @@ from sandbox.stack import SandboxStack
 from sync.embedded import Embedded
 
 BUSINESS, STAFF, CALLER, CALENDAR = "+15550001111", "+15550002222", "+15550103333", "staff@smithlaw.example"
-REPLIES = ("It's about my divorce", "no", "no", "none", "1")
+REPLIES = ("It's about my divorce", "no", "no", "this is Maria Lopez", "none", "1")
 
 
 def main() -> None:
