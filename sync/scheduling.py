@@ -70,8 +70,8 @@ def book_slot(runtime: Runtime, tenant: Tenant, job: BookSlotJob, pending: Pendi
             return
         booking = appointments.hold(session, conversation=conversation, slot=slot,
                                     buffer_minutes=tenant.booking.buffer_minutes)
-        if booking is None:
-            conversation.state = Phase.offering.value
+        # The phase stays `booking` until the new offer is recorded: if that offer fails (free/busy 503),
+        # the retry must find this job still to do, not a conversation that looks handled.
         booking_id, status = (booking.id, booking.status) if booking else (None, None)
     if booking_id is None:
         _offer(runtime, tenant, conversation_id, pending, template="slot_taken", moves=moves)
@@ -154,8 +154,7 @@ def _still_free(runtime: Runtime, tenant: Tenant, booking_id: int, slot: Slot, p
         if free:
             booking.status = "creating"
             return True
-        appointments.release(session, booking)
-        session.get(Conversation, booking.conversation_id).state = Phase.offering.value
+        appointments.release(session, booking)  # the phase stays `booking` until the new offer (above)
         conversation_id = booking.conversation_id
     _offer(runtime, tenant, conversation_id, pending, template="slot_taken", moves=moves)
     return False
