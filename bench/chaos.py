@@ -6,7 +6,7 @@ calls (signed dial-complete webhooks) from distinct callers; a share of the call
 question by text and pick a time, through to a booking (Google Calendar event, HubSpot contact and
 meeting). Meanwhile the worker is SIGKILLed at random moments and restarted, the web process once;
 optionally the vendors fail a share of their requests (429 + Retry-After, 500/502/503, late answers,
-connections dropped before or after the request was handled), and every webhook is replayed, later
+connections dropped before or after the request was handled), and every webhook is replayed N times, later
 and out of order. Webhooks refused while the web process is down are sent again, as Twilio would.
 At the end, with the faults off, once the outbox is quiet, it checks:
 
@@ -17,7 +17,7 @@ At the end, with the faults off, once the outbox is quiet, it checks:
 
 Run (the full counts of issue 14; about 15 minutes on 2 vCPUs):
 
-    .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 10 --web-kills 1 --fault-share 0.3 --replay
+    .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 10 --web-kills 1 --fault-share 0.3 --replay 3
     .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 0 --web-kills 0 --fault-share 0   # baseline
 
 The last line reads `chaos: N calls, B booked, K worker kills, W web kills, F faults: L lost, D duplicated,
@@ -361,7 +361,7 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
                                f"{collections.Counter(d.kind for d in dead).most_common()}")
 
 
-def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fault_share: float, replay: bool,
+def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fault_share: float, replay: int,
         store: str, seed: int, threads: int, rate: float, timeout: float, claim_seconds: float = 30,
         workdir: Path | None = None) -> Report:
     rng = random.Random(seed)
@@ -395,7 +395,7 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             print(f"  {calls} missed calls accepted ({report.webhook_retries} sent again)", flush=True)
             converse(twilio, sandbox, bookers, rng, timeout=timeout, report=report)
             if replay:
-                again = list(twilio.sent)
+                again = list(twilio.sent) * replay
                 rng.shuffle(again)
                 with ThreadPoolExecutor(8) as pool:
                     list(pool.map(lambda pp: twilio.post(*pp, replay=True), again))
@@ -424,7 +424,8 @@ def main() -> None:
     parser.add_argument("--worker-kills", type=int, default=10)
     parser.add_argument("--web-kills", type=int, default=1)
     parser.add_argument("--fault-share", type=float, default=0.0, help="share of vendor requests that fail")
-    parser.add_argument("--replay", action="store_true", help="send every webhook again, later, out of order")
+    parser.add_argument("--replay", type=int, default=0, metavar="N",
+                        help="send every webhook N more times, later, all shuffled together (out of order)")
     parser.add_argument("--store", default="sqlite", choices=("sqlite", "postgres"))
     parser.add_argument("--rate", type=float, default=20, help="missed calls per second")
     parser.add_argument("--threads", type=int, default=8)
