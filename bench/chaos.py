@@ -13,7 +13,8 @@ At the end, with the faults off, once the outbox is quiet, it checks:
 - every caller texted, and no text sent twice (each text Twilio accepted carries our message id);
 - every caller exactly one HubSpot contact, no contact for anyone else;
 - every confirmed booking exactly one live calendar event and one HubSpot meeting, and none besides;
-- no outbox row stuck: each is done, or dead with its reason (follow-ups not yet due may wait).
+- no outbox row stuck: each is done, or dead with its reason (follow-ups not yet due may wait);
+- no sandbox secret (auth token, HubSpot and Clio tokens, Google private key) in the serve or worker log.
 
 Run (the full counts of issue 14; about 15 minutes on 2 vCPUs):
 
@@ -310,7 +311,22 @@ def _driver(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Report, stuck: list) -> None:
+def secrets_in_logs(workdir: Path, env: dict[str, str]) -> list[str]:
+    """The names of the sandbox secrets that appear in the serve or worker log of the run."""
+    logs = "".join((workdir / name).read_text(errors="replace") for name in ("serve.log", "worker.log")
+                   if (workdir / name).exists())
+    found = []
+    for name, value in env.items():
+        if name == "TWILIO_ACCOUNT_SID":  # an identifier, not a secret
+            continue
+        probe = json.loads(value)["private_key"][40:80] if name == "GOOGLE_CREDENTIALS_JSON" else value
+        if probe and probe in logs:
+            found.append(name)
+    return found
+
+
+def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Report, stuck: list,
+          workdir: Path | None = None) -> None:
     from core.store.tables import Booking, Lead, Message, OutboxRow
 
     state = sandbox.state()
@@ -346,7 +362,10 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
         "stuck": len(stuck) + len(dead_without_reason), "dead": len(dead), "faults": faults,
         "texts": sum(texted.values()), "contacts": sum(contacts.values()), "events": sum(events.values()),
         "meetings": state["meetings"], "faults_by_vendor": state["faults"],
+        "secrets_in_logs": secrets_in_logs(workdir, sandbox.env) if workdir else [],
     }
+    if report.counts["secrets_in_logs"]:
+        report.problems.append(f"secrets in the logs: {report.counts['secrets_in_logs']}")
     for label, items in (("callers never texted", lost_texts), ("texts at Twilio not recorded as sent", unrecorded),
                          ("callers with no contact", lost_leads), ("contacts of no caller", strangers),
                          ("confirmed bookings with no event", lost_events), ("events with no booking", orphan_events),
@@ -406,7 +425,7 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             stuck = quiet(database_url, timeout=timeout)
             time.sleep(1.0)  # a duplicate in flight lands before counting
             report.seconds = time.monotonic() - started
-            check(database_url, sandbox, callers, report, stuck)
+            check(database_url, sandbox, callers, report, stuck, workdir)
             textback.stop()
             textback = None
     finally:
@@ -452,7 +471,7 @@ def main() -> None:
     for problem in report.problems:
         print("  " + problem)
     print(report.line)
-    sys.exit(1 if any(report.counts.get(k) for k in ("lost", "duplicated", "stuck")) else 0)
+    sys.exit(1 if any(report.counts.get(k) for k in ("lost", "duplicated", "stuck", "secrets_in_logs")) else 0)
 
 
 if __name__ == "__main__":

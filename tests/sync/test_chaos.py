@@ -23,4 +23,5 @@ def test_sixty_missed_calls_through_worker_kills_a_web_kill_faults_and_replays_e
     assert (report.counts["lost"], report.counts["duplicated"], report.counts["stuck"]) == (0, 0, 0), report.problems
     assert report.counts["contacts"] == 60 and report.booked == report.counts["events"] == report.counts["meetings"]
     assert report.booked == report.bookers, report.problems
+    assert report.counts["secrets_in_logs"] == []
     assert not [p for p in report.problems if "dead rows" not in p], report.problems
