@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     secret_keys: SecretStr | None = Field(
         None, description="Fernet keys that encrypt stored OAuth tokens, comma-separated, newest first")
     relay_interval: float = Field(5.0, gt=0, description="Seconds between outbox relay passes in each worker")
+    claim_seconds: float = Field(300.0, ge=10, description="How long a worker owns a claimed outbox row; a row "
+                                 "whose worker died is run again after this (longer than any one job runs)")
 
     @field_validator("public_url")
     @classmethod

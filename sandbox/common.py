@@ -5,6 +5,8 @@ Faults are scripted per path prefix and served in the order they were scripted:
     faults.fail_next("/v3/calendars", status=429, retry_after=1)  # an error answer, in the vendor's shape
     faults.delay_next("/v3/calendars", seconds=5)  # handled normally, answered 5 s late
     faults.drop_next("/v3/calendars")              # the connection closes with no HTTP answer at all
+    faults.drop_after_next("/v3/calendars")        # handled, then the connection closes unanswered
+    faults.random_share(0.3, seed=1)               # besides the script: 30% of all requests fail somehow
 
 `inject_faults(app, faults, respond=...)` wires all three into an emulator in one line. A delayed
 request is handled before the wait, so a client that times out has still caused the change, the
@@ -14,7 +16,9 @@ case that tests idempotent retries; a dropped one never reaches the handler.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import random
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-STATUS, DELAY, DROP = "status", "delay", "drop"
+STATUS, DELAY, DROP, DROP_AFTER = "status", "delay", "drop", "drop_after"
 
 
 class IdSequence:
@@ -49,6 +53,10 @@ class Faults:
 
     _queue: list[dict] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _share: float = 0.0
+    _delay: float = 1.5
+    _random: random.Random = field(default_factory=random.Random)
+    served: collections.Counter = field(default_factory=collections.Counter)
 
     def fail_next(self, path_prefix: str, *, status: int, times: int = 1, retry_after: int | None = None) -> None:
         self._script(path_prefix, times, kind=STATUS, status=status, retry_after=retry_after)
@@ -61,10 +69,23 @@ class Faults:
         """Close the connection of the next `times` matching requests without any HTTP answer."""
         self._script(path_prefix, times, kind=DROP)
 
+    def drop_after_next(self, path_prefix: str, *, times: int = 1) -> None:
+        """Handle the next `times` matching requests, then close their connections before the answer."""
+        self._script(path_prefix, times, kind=DROP_AFTER)
+
+    def random_share(self, share: float, *, seed: int | None = None, delay_seconds: float = 1.5) -> None:
+        """Besides scripted faults, fail about `share` of all requests, each in one way drawn at random:
+        429 with Retry-After: 1, 500, 502, 503, an answer `delay_seconds` late, a connection dropped
+        before the request is handled or after. `served` counts them by kind (and status)."""
+        with self._lock:
+            self._share, self._delay = share, delay_seconds
+            self._random.seed(seed)
+
     def clear(self) -> None:
-        """Forget every scripted fault not yet served."""
+        """Forget every scripted fault not yet served, and stop failing a random share."""
         with self._lock:
             self._queue.clear()
+            self._share = 0.0
 
     def take(self, path: str, *, kinds: Collection[str] = (STATUS,)) -> dict | None:
         """Remove and return the first fault scripted for `path` if it is one of `kinds`, else None.
@@ -76,7 +97,20 @@ class Faults:
             for i, fault in enumerate(self._queue):
                 if path.startswith(fault["prefix"]):
                     return self._queue.pop(i) if fault["kind"] in kinds else None
-        return None
+            return self._drawn(path, kinds) if self._share else None
+
+    def _drawn(self, path: str, kinds: Collection[str]) -> dict | None:
+        # The outer layer (delays, drops) and the emulator's own layer (status answers) each ask; each
+        # draws among every kind and keeps only its own, so a request fails at most about `share` of the time.
+        if self._random.random() >= self._share:
+            return None
+        kind = self._random.choice((STATUS, STATUS, STATUS, DELAY, DROP, DROP_AFTER))
+        if kind not in kinds:
+            return None
+        status = self._random.choice((429, 500, 502, 503)) if kind == STATUS else None
+        self.served[f"{kind} {status}" if status else kind] += 1
+        return {"prefix": path, "kind": kind, "status": status, "retry_after": 1 if status == 429 else None,
+                "seconds": self._delay}
 
     def _script(self, path_prefix: str, times: int, **fault: Any) -> None:
         entry = {"prefix": path_prefix, "status": None, "retry_after": None, "seconds": 0.0} | fault
@@ -91,7 +125,7 @@ def inject_faults(app: Starlette, faults: Faults, *, respond: Callable[[dict], R
     anything else runs; without it, they are left for the emulator to `take()` where it chooses
     (after authentication, say), and only delays and drops are served here.
     """
-    kinds = (STATUS, DELAY, DROP) if respond else (DELAY, DROP)
+    kinds = (STATUS, DELAY, DROP, DROP_AFTER) if respond else (DELAY, DROP, DROP_AFTER)
     build = app.build_middleware_stack
     # Starlette builds its middleware stack on the first request; wrapping the built stack is the only
     # place that sees the server's own `send`, and with it the connection a drop has to close.
@@ -109,6 +143,8 @@ class _FaultInjector:
             await self.app(scope, receive, send)
         elif fault["kind"] == DROP:
             await _drop_connection(receive, send)
+        elif fault["kind"] == DROP_AFTER:
+            await self.app(scope, receive, _dropping(send))
         elif fault["kind"] == DELAY:
             await self.app(scope, receive, _late(send, fault["seconds"]))
         else:
@@ -121,6 +157,21 @@ def _late(send: Send, seconds: float) -> Send:
             await asyncio.sleep(seconds)
         await send(message)
     return late_send
+
+
+def _dropping(send: Send) -> Send:
+    """A `send` that closes the connection where the answer would start: the request was handled."""
+    dropped = False
+
+    async def dropping_send(message: Message) -> None:
+        nonlocal dropped
+        if not dropped:
+            dropped = True
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is None:
+                raise RuntimeError("dropping a connection needs the app served by uvicorn (sandbox.server.serve)")
+            transport.abort()
+    return dropping_send
 
 
 async def _drop_connection(receive: Receive, send: Send) -> None:

@@ -79,6 +79,40 @@ def test_a_dropped_send_is_ambiguous_so_the_sender_looks_before_it_sends_again(t
     assert sms(url).find_sent(text(to), known_ids=frozenset()) is None
 
 
+def test_a_send_dropped_after_twilio_took_it_is_ambiguous_and_found_at_twilio(twilio_sandbox):
+    # Given: Twilio handles the request, then the connection closes before the answer
+    sandbox, url = twilio_sandbox
+    to = caller()
+    sandbox.faults.drop_after_next("/2010-04-01")
+    # When / Then: the sender cannot tell, but the message is at Twilio, so the retry finds it instead of resending
+    with pytest.raises(Ambiguous, match="Twilio gave no answer"):
+        sms(url).send(text(to))
+    [taken] = sandbox.messages_to(to)
+    assert sms(url).find_sent(text(to), known_ids=frozenset()).provider_id == taken["sid"]
+
+
+def test_a_random_share_of_faults_fails_about_that_share_of_requests_and_counts_them(twilio_sandbox):
+    # Given: a quarter of requests fail in some way, drawn from a fixed seed
+    sandbox, url = twilio_sandbox
+    sandbox.faults.random_share(0.25, seed=7, delay_seconds=0.01)
+    outcomes = []
+    try:
+        with httpx.Client(auth=(SID, TOKEN), timeout=5) as http:
+            for _ in range(200):
+                try:
+                    outcomes.append(http.get(f"{url}/2010-04-01/Accounts/{SID}/Messages.json").status_code)
+                except httpx.RemoteProtocolError:
+                    outcomes.append("dropped")
+    finally:
+        sandbox.faults.clear()
+    # Then: roughly that share failed (status faults and drops; late answers still succeed), each one counted
+    failed = sum(1 for o in outcomes if o != 200)
+    served = sum(sandbox.faults.served.values())
+    assert 10 <= failed <= 70 and served >= failed
+    assert {o for o in outcomes if o != 200} <= {429, 500, 502, 503, "dropped"}
+    assert httpx.get(f"{url}/2010-04-01/Accounts/{SID}/Messages.json", auth=(SID, TOKEN)).status_code == 200
+
+
 def test_a_send_answered_too_late_is_found_at_twilio_instead_of_sent_again(twilio_sandbox):
     # Given: Twilio takes the message but answers after the client gave up
     sandbox, url = twilio_sandbox

@@ -204,3 +204,21 @@ def test_one_booked_lead_writes_its_crm_contact_once_and_the_booking_side_in_one
     assert len(stack.hubspot.objects("contacts")) == 1
     assert len(stack.hubspot.objects("deals")) == 1 and len(stack.hubspot.objects("meetings")) == 1
     assert len(stack.hubspot.objects("notes")) == 1  # the transcript
+
+
+def test_a_taken_time_whose_new_offer_fails_once_still_offers_new_times_on_the_retry(phone, textback, stack):
+    # Given: the first caller has booked the time the second caller is about to pick (found by bench/chaos.py)
+    offered_times(phone, textback, stack)
+    offered_times(phone, textback, stack, caller=OTHER_CALLER, call_sid="CA" + "2" * 32)
+    say(phone, textback, "1")
+    assert len(live_events(stack)) == 1
+    # When: the second caller picks it too, and Google's free/busy for the new offer answers 503 once
+    stack.google.faults.fail_next("/calendar/v3/freeBusy", status=503)
+    say(phone, textback, "the first one please", caller=OTHER_CALLER)
+    # Then: the retry still tells them it was taken and offers new times; one event, one booking
+    last = texts_to(stack, OTHER_CALLER)[-1]
+    assert "1)" in last and "2)" in last, last
+    with textback.runtime.db.transaction() as s:
+        states = {c.lead_id: c.state for c in s.scalars(select(Conversation))}
+    assert sorted(states.values()) == ["booked", "choosing"]
+    assert len(live_events(stack)) == 1 and [b.status for b in bookings(textback)] == ["confirmed"]

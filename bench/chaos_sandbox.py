@@ -1,0 +1,87 @@
+"""Every sandbox vendor in its own process, with a control port, for bench.chaos.
+
+    python -m bench.chaos_sandbox --calendar staff@chaos.example
+
+Prints one JSON line ({"control": url, "env": {...}, "connectors": {...}}) once it serves, then serves
+until SIGTERM. The control port answers:
+
+- `POST /_chaos/faults {"share": 0.3, "seed": 1}`: every vendor (Twilio, HubSpot, Google, Clio, Graph)
+  fails about that share of its requests (sandbox.common.Faults.random_share); share 0 stops it.
+- `GET /_chaos/state`: what the vendors hold — every text Twilio accepted with our message id (the `m`
+  of its StatusCallback), HubSpot's contacts and meetings, Google's live events — and the faults served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import urllib.parse
+
+from fastapi import FastAPI
+
+from sandbox.server import ServedApp
+from sandbox.stack import SandboxStack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calendar", default="staff@chaos.example")
+    args = parser.parse_args()
+    with SandboxStack.start(calendars=(args.calendar,)) as stack:
+        accepted: list[dict] = []
+        lock = threading.Lock()
+        create = stack.twilio.create_message
+
+        def recording_create(account_sid, form):
+            message = create(account_sid, form)
+            query = urllib.parse.urlparse(form.get("StatusCallback") or "").query
+            with lock:
+                accepted.append({"to": message["to"], "body": message["body"],
+                                 "m": urllib.parse.parse_qs(query).get("m", [None])[0]})
+            return message
+
+        stack.twilio.create_message = recording_create  # the routes call the instance's method
+        all_faults = [stack.twilio.faults, stack.hubspot.faults, stack.google.faults, stack.clio.faults,
+                      stack.microsoft.graph.faults]
+        control = FastAPI()
+
+        @control.post("/_chaos/faults")
+        def faults(body: dict) -> dict:
+            for i, vendor in enumerate(all_faults):
+                if body.get("share", 0):
+                    vendor.random_share(float(body["share"]), seed=int(body.get("seed", 0)) * 10 + i,
+                                        delay_seconds=float(body.get("delay_seconds", 1.5)))
+                else:
+                    vendor.clear()
+            return {}
+
+        @control.get("/_chaos/state")
+        def state() -> dict:
+            with lock:
+                texts = list(accepted)
+            return {
+                "texts": texts,
+                "contacts": [c["properties"].get("phone") for c in stack.hubspot.objects("contacts")],
+                "meetings": len(stack.hubspot.objects("meetings")),
+                "events": [e["id"] for e in stack.google.events(args.calendar) if e["status"] != "cancelled"],
+                "faults": {name: dict(f.served) for name, f in
+                           zip(("twilio", "hubspot", "google", "clio", "graph"), all_faults)},
+            }
+
+        server = ServedApp(control, port=0).start()
+        print(json.dumps({"control": server.url, "env": stack.env,
+                          "connectors": stack.connectors_yaml(calendars=[args.calendar])}), flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        server.signal_stop()
+        server.wait_stopped()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
