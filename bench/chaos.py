@@ -57,7 +57,7 @@ CALENDAR = "staff@chaos.example"
 # What a caller says to each of the law playbook's questions, found by a phrase of the question.
 ANSWERS = {"What is your call about": "Its about my divorce, papers came yesterday",
            "court date or deadline": "no", "worked with our firm before": "nope",
-           "other person or company": "none"}
+           "other person or company": "none", "What's your name": "this is Sam Rivera"}
 DONE_PHRASES = ("you're booked with", "you're all set")  # the booked template (core/engine/playbook.py)
 
 
