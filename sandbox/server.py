@@ -17,9 +17,14 @@ class ServedApp:
     def __init__(self, app, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
+        self._auto_port = not port
         self.port = port or free_port(host)
+        self._build()
+
+    def _build(self) -> None:
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off")
+            uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                           lifespan="off")
         )
         self._thread = threading.Thread(target=self._server.run, name=f"sandbox:{self.port}", daemon=True)
 
@@ -27,14 +32,22 @@ class ServedApp:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, *, timeout: float = 10.0) -> "ServedApp":
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+    def start(self, *, timeout: float = 10.0, attempts: int = 3) -> "ServedApp":
+        for attempt in range(attempts):
+            self._thread.start()
+            deadline = time.monotonic() + timeout
+            while not self._server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            else:
+                return self
+            if not self._auto_port or self._thread.is_alive() or attempt == attempts - 1:
                 raise RuntimeError(f"sandbox server on port {self.port} did not start")
-            time.sleep(0.01)
-        return self
+            # The free port picked was taken by another process before uvicorn bound it: pick another.
+            self.port = free_port(self.host)
+            self._build()
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         self.signal_stop()
