@@ -16,7 +16,7 @@ def test_sixty_missed_calls_through_worker_kills_a_web_kill_faults_and_replays_e
     # Given / When: 60 missed calls, a quarter texting through to a booking, the worker SIGKILLed twice and the
     # web process once, 20% of vendor requests failing, then every webhook sent 3 more times, shuffled
     report = chaos.run(calls=60, book_share=0.25, worker_kills=2, web_kills=1, fault_share=0.2, replay=3,
-                       store="sqlite", seed=14, threads=8, rate=20, timeout=90, claim_seconds=10, workdir=tmp_path)
+                       store="sqlite", seed=14, threads=8, rate=20, timeout=240, claim_seconds=10, workdir=tmp_path)
     # Then: every caller texted and in the CRM once, every booking once in calendar and CRM, no row stuck
     assert report.worker_kills == 2 and report.web_kills == 1 and report.replays > 3 * 60
     assert report.counts["faults"] > 0
