@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import html
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,11 +50,8 @@ from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
 import phonenumbers
-import urllib3
 from hubspot import HubSpot
-from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
 from hubspot.crm.objects import (
-    ApiException,
     AssociationSpec,
     BatchInputSimplePublicObjectBatchInput,
     BatchInputSimplePublicObjectBatchInputForCreate,
@@ -78,14 +74,12 @@ from urllib3.util.retry import Retry
 
 from connectors.base import (
     ConnectorConfig,
-    ConnectorError,
     RateLimited,
     Rejected,
     Secret,
-    Transient,
-    error_for_status,
-    parse_retry_after,
 )
+from connectors.hubspot_errors import policy_name, vendor_errors
+from connectors.hubspot_phones import as_e164, national_digits, same_number
 from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
@@ -310,7 +304,7 @@ class HubSpotCRM:
         return "token accepted (searched contacts)"
 
     def _contact_by_phone(self, phone: str) -> str | None:
-        national = _national_digits(phone)
+        national = national_digits(phone)
         request = PublicObjectSearchRequest(
             filter_groups=[FilterGroup(filters=[Filter(property_name=name, operator="EQ", value=value)])
                            for name, value in (("phone", phone), ("mobilephone", phone),
@@ -321,13 +315,13 @@ class HubSpotCRM:
         with self._calling("search contacts by phone", search=True):
             page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
         for candidate in page.results:
-            if any(_same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
+            if any(same_number(candidate.properties.get(name), phone) for name in ("phone", "mobilephone")):
                 return candidate.id
         return None
 
     def _contacts_by_phones(self, phones: list[str]) -> dict[str, str]:
         """The oldest contact per number, for many numbers in one search (paged when it answers more)."""
-        nationals = sorted({_national_digits(phone) for phone in phones})
+        nationals = sorted({national_digits(phone) for phone in phones})
         request = PublicObjectSearchRequest(
             filter_groups=[FilterGroup(filters=[Filter(property_name=name, operator="IN", values=values)])
                            for name, values in (("phone", phones), ("mobilephone", phones),
@@ -343,7 +337,7 @@ class HubSpotCRM:
                 page = self._search.do_search("contacts", request, _request_timeout=self._timeout)
             for candidate in page.results:
                 for stored in (candidate.properties.get(name) for name in ("phone", "mobilephone")):
-                    for number in _as_e164(stored, regions) & wanted:
+                    for number in as_e164(stored, regions) & wanted:
                         found.setdefault(number, candidate.id)
             after = page.paging.next.after if page.paging and page.paging.next else None
             if after is None or len(found) == len(wanted):
@@ -493,11 +487,11 @@ class HubSpotCRM:
         for _ in range(requests):
             self._slot(search=search)
         try:
-            with _vendor_errors(action):
+            with vendor_errors(action):
                 yield
         except RateLimited as exc:
             if not isinstance(exc, OverQuota):
-                hit = self.quotas.search if search and _policy(exc) in (None, "SECONDLY") else self.quotas.requests
+                hit = self.quotas.search if search and policy_name(exc) in (None, "SECONDLY") else self.quotas.requests
                 self._meter.refused(hit, exc.retry_after)
             raise
 
@@ -525,82 +519,14 @@ def quotas_for(config: HubSpotConfig) -> HubSpotQuotas:
         search=Quota(scope + ":search", SEARCH_PER_SECOND, 1.0))
 
 
-@contextlib.contextmanager
-def _vendor_errors(action: str) -> Iterator[None]:
-    """Translate the SDK's and urllib3's failures into the connector error tree."""
-    try:
-        yield
-    except (ApiException, PropertiesApiException, AssociationsApiException) as exc:
-        raise _error_for(exc, action) from exc
-    except urllib3.exceptions.HTTPError as exc:
-        raise Transient(f"HubSpot {action} failed: {exc}") from exc
-
-
-def _error_for(exc: ApiException | PropertiesApiException | AssociationsApiException, action: str) -> ConnectorError:
-    message = f"HubSpot {action} failed with {exc.status}: {_vendor_message(exc.body) or exc.reason}"
-    if not exc.status:  # the SDK reports TLS failures with status 0
-        return Transient(message)
-    return error_for_status(exc.status, message, retry_after=parse_retry_after((exc.headers or {}).get("Retry-After")))
-
-
-def _policy(exc: RateLimited) -> str | None:
-    """The limit a 429 names (`policyName`: TEN_SECONDLY_ROLLING, SECONDLY, DAILY), when it names one."""
-    try:
-        return str(json.loads(exc.__cause__.body)["policyName"])
-    except (AttributeError, TypeError, ValueError, KeyError):
-        return None
-
-
-def _vendor_message(body: bytes | str | None) -> str | None:
-    if not body:
-        return None
-    try:
-        return str(json.loads(body).get("message"))
-    except (ValueError, AttributeError):
-        return (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
-
-
 def _derived_key(kind: str, *identifying: str) -> str:
     """A key for a caller that gave none, from what identifies the record: the same record, the same key."""
     return f"textback:{kind}:" + hashlib.sha256("\x1f".join(identifying).encode()).hexdigest()[:32]
 
 
-def _national_digits(phone: str) -> str:
-    """HubSpot's calculated phone search key for an E.164 number: the national number's digits."""
-    try:
-        parsed = phonenumbers.parse(phone)
-    except phonenumbers.NumberParseException as exc:
-        raise Rejected(f"contact phone {phone!r} is not an E.164 number") from exc
-    return phonenumbers.national_significant_number(parsed).lstrip("0")
-
-
 def _contact_details(contact: ContactRecord) -> dict[str, str]:
     return {name: value for name, value in (("firstname", contact.first_name), ("lastname", contact.last_name),
                                             ("email", contact.email)) if value}
-
-
-def _as_e164(stored: str | None, regions: set[str]) -> set[str]:
-    """A phone as staff typed it, read in each of the regions it may be from."""
-    numbers = set()
-    for region in regions if stored else ():
-        try:
-            parsed = phonenumbers.parse(stored, region)
-        except phonenumbers.NumberParseException:
-            continue
-        numbers.add(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
-    return numbers
-
-
-def _same_number(stored: str | None, e164: str) -> bool:
-    """Whether a phone as staff typed it is the E.164 number, read in that number's country."""
-    if not stored:
-        return False
-    region = phonenumbers.region_code_for_country_code(phonenumbers.parse(e164).country_code)
-    try:
-        parsed = phonenumbers.parse(stored, region)
-    except phonenumbers.NumberParseException:
-        return False
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164) == e164
 
 
 def _hubspot_time(moment: datetime) -> str:
