@@ -24,6 +24,7 @@ _MIN_SECRET = 6  # shorter values would redact ordinary words
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _secrets ordered once per registration, not once per log record
 _installed = False
 
 
@@ -34,9 +35,7 @@ def mask_url(url: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every registered secret, URL password, bearer token and account SID hidden."""
-    with _lock:
-        values = sorted(_secrets, key=len, reverse=True)
-    for value in values:
+    for value in _longest_first:
         if value in text:
             text = text.replace(value, "***")
     text = mask_url(text)
@@ -46,12 +45,14 @@ def redact(text: str) -> str:
 
 def register(*values: Any) -> None:
     """Remember secret values (str or SecretStr) so that no log line or CLI output shows them."""
+    global _longest_first
     with _lock:
         for value in values:
             raw = value.get_secret_value() if isinstance(value, SecretStr) else value
             if isinstance(raw, str) and len(raw.strip()) >= _MIN_SECRET:
                 _secrets.add(raw.strip())
                 _secrets.update(line.strip() for line in raw.splitlines() if len(line.strip()) >= 24)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def register_models(models: Iterable[Any]) -> None:
