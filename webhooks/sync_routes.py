@@ -41,7 +41,7 @@ def _commit(runtime: Runtime, work: Callable[[Any, Pending], Any]) -> Any:
     pending = Pending()
     with runtime.db.transaction() as session:
         result = work(session, pending)
-    runtime.dispatch(pending.ids)
+    runtime.dispatch(pending)
     return result
 
 

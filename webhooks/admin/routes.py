@@ -192,7 +192,7 @@ def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(curre
             raise HTTPException(404, f"no conversation {conversation_id}")
         refused = admin_reply(session, tenant=tenant, conversation=conversation, by=viewer.email, text=body,
                               now=runtime.now(), pending=pending)
-    runtime.dispatch(pending.ids)
+    runtime.dispatch(pending)
     note = refused or "sent: the reply is queued and the bot is paused for this conversation"
     return RedirectResponse(f"/admin/conversations/{conversation_id}?note={quote(note)}", status_code=303)
 
