@@ -61,7 +61,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.oauth import OAuthApp
-from connectors.quota import Meter, Quota, Unmetered, connection_scope
+from connectors.quota import Meter, Quota, Unmetered, connection_scope, counted
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
 PRODUCTION_URL = "https://app.clio.com"
@@ -381,8 +381,7 @@ class ClioCRM:
     def _send(self, method: str, url: str, token: str, *, action: str, params: dict | None, json: Any,
               headers: dict[str, str] | None) -> httpx.Response:
         quota = self.quota(token)
-        self._meter.take(quota)
-        with _vendor_errors(action):
+        with counted(self._meter, [quota]), _vendor_errors(action):
             response = self._http.request(method, url, params=params, json=json, headers={
                 "Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})})
         if response.status_code == 429:

@@ -53,7 +53,7 @@ from connectors.base import (
     query_windows,
 )
 from connectors.oauth import OAuthApp, TokenProvider
-from connectors.quota import Meter, Quota, Unmetered, connection_scope
+from connectors.quota import Meter, Quota, Unmetered, connection_scope, counted
 from core.models import BusyInterval, CreatedEvent, EventRequest
 
 GOOGLE_API = "https://www.googleapis.com"
@@ -288,18 +288,18 @@ class GoogleCalendar:
 
     def _execute(self, request: HttpRequest, *, action: str, tolerate: tuple[int, ...] = ()) -> Any:
         """Run one API call; a status in `tolerate` returns None instead of raising."""
-        self._meter.take(self.quota)
-        try:
-            with self._lock, _google_errors(action):
-                try:
-                    return request.execute()
-                except HttpError as exc:
-                    if exc.status_code in tolerate:
-                        return None
-                    raise
-        except RateLimited as exc:
-            self._meter.refused(self.quota, exc.retry_after)
-            raise
+        with counted(self._meter, [self.quota]):
+            try:
+                with self._lock, _google_errors(action):
+                    try:
+                        return request.execute()
+                    except HttpError as exc:
+                        if exc.status_code in tolerate:
+                            return None
+                        raise
+            except RateLimited as exc:
+                self._meter.refused(self.quota, exc.retry_after)
+                raise
 
 
 def quota_for(config: GoogleCalendarConfig) -> Quota:

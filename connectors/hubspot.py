@@ -80,7 +80,7 @@ from connectors.base import (
 )
 from connectors.hubspot_errors import policy_name, vendor_errors
 from connectors.hubspot_phones import as_e164, national_digits, same_number
-from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope
+from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope, counted
 from core.models import BookingRecord, ContactRecord, ConversationLog, Opportunity
 
 PRODUCTION_URL = "https://api.hubapi.com"
@@ -391,14 +391,14 @@ class HubSpotCRM:
 
     def _ensure_key_property(self, object_type: str) -> bool:
         try:
-            self._slot()
-            return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
-                                                     _request_timeout=self._timeout).has_unique_value)
+            with self._slot():
+                return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
+                                                         _request_timeout=self._timeout).has_unique_value)
         except PropertiesApiException as exc:
             if exc.status != 404:
                 raise
-        self._slot()
-        self._ensure_group(object_type)
+        with self._slot():
+            self._ensure_group(object_type)
         try:
             return self._create_key_property(object_type, unique=True)
         except PropertiesApiException as exc:
@@ -416,20 +416,20 @@ class HubSpotCRM:
 
     def _create_key_property(self, object_type: str, *, unique: bool) -> bool:
         try:
-            self._slot()
-            self._properties.create(object_type, PropertyCreate(
-                name=KEY_PROPERTY, label="textback key", type="string", field_type="text", group_name=KEY_GROUP,
-                has_unique_value=unique, form_field=False,
-                description="Set by textback so that a retried write finds the record it made"),
-                _request_timeout=self._timeout)
+            with self._slot():
+                self._properties.create(object_type, PropertyCreate(
+                    name=KEY_PROPERTY, label="textback key", type="string", field_type="text", group_name=KEY_GROUP,
+                    has_unique_value=unique, form_field=False,
+                    description="Set by textback so that a retried write finds the record it made"),
+                    _request_timeout=self._timeout)
             return unique
         except PropertiesApiException as exc:
             if exc.status != 409:
                 raise
         # Another worker created it meanwhile: what it chose stands.
-        self._slot()
-        return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
-                                                 _request_timeout=self._timeout).has_unique_value)
+        with self._slot():
+            return bool(self._properties.get_by_name(object_type, KEY_PROPERTY,
+                                                     _request_timeout=self._timeout).has_unique_value)
 
     def _read_by_key(self, object_type: str, key: str) -> str | None:
         try:
@@ -484,10 +484,8 @@ class HubSpotCRM:
     def _calling(self, action: str, *, search: bool = False, requests: int = 1) -> Iterator[None]:
         """One request (or `requests`) counted on the connection's budget, its failures in the error tree.
         A 429 that comes all the same shrinks the budget it hit."""
-        for _ in range(requests):
-            self._slot(search=search)
         try:
-            with vendor_errors(action):
+            with self._slot(search=search, requests=requests), vendor_errors(action):
                 yield
         except RateLimited as exc:
             if not isinstance(exc, OverQuota):
@@ -495,10 +493,10 @@ class HubSpotCRM:
                 self._meter.refused(hit, exc.retry_after)
             raise
 
-    def _slot(self, *, search: bool = False) -> None:
-        if search:  # search has a budget of its own, and counts against the app's too
-            self._meter.take(self.quotas.search)
-        self._meter.take(self.quotas.requests)
+    def _slot(self, *, search: bool = False, requests: int = 1) -> contextlib.AbstractContextManager[None]:
+        # search has a budget of its own, and counts against the app's too
+        each = [self.quotas.search, self.quotas.requests] if search else [self.quotas.requests]
+        return counted(self._meter, each * requests)
 
 
 @dataclass(frozen=True)

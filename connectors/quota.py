@@ -6,8 +6,15 @@ X-RateLimit-* headers; Graph: concurrent requests per mailbox; Google: requests 
 second). Each connector declares its budgets as `Quota`s scoped to the connection and asks the
 injected `Meter` for a slot before every request:
 
-    meter.take(quota)       a slot now, or OverQuota(retry_after) before anything is sent: the job
-                            is re-scheduled for its slot by the queue (no worker thread waits)
+    meter.take(quota)       a slot now (a ticket), or OverQuota(retry_after) before anything is sent:
+                            the job is re-scheduled for its slot by the queue (no worker thread waits)
+    meter.answered(quota, ticket)
+                            the answer came: the request is counted from now on, because the vendor
+                            saw it at some moment between the slot and the answer (a request slow to
+                            leave must not let the next window's first one land in the vendor's same
+                            window)
+    with counted(meter, quotas):
+                            both around one request
     meter.refused(quota,s)  a 429 came anyway (another app on the same portal, a lower plan than
                             declared): the budget shrinks and nothing is sent for s seconds
     meter.reported(quota, limit=, remaining=, reset_at=)
@@ -25,8 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Hashable, Protocol
 
 from connectors.base import RateLimited
 
@@ -64,8 +72,12 @@ class OverQuota(RateLimited):
 
 
 class Meter(Protocol):
-    def take(self, quota: Quota) -> None:
+    def take(self, quota: Quota) -> Hashable | None:
         """Count one request against the quota, or raise OverQuota when it has no slot now."""
+        ...
+
+    def answered(self, quota: Quota, ticket: Hashable | None) -> None:
+        """The request `take` let through has its answer: count it from now."""
         ...
 
     def refused(self, quota: Quota, retry_after: float | None) -> None:
@@ -87,6 +99,9 @@ class Unmetered:
     def take(self, quota: Quota) -> None:
         return None
 
+    def answered(self, quota: Quota, ticket: Hashable | None) -> None:
+        return None
+
     def refused(self, quota: Quota, retry_after: float | None) -> None:
         return None
 
@@ -95,6 +110,19 @@ class Unmetered:
 
     def hold(self, concurrency: Concurrency) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def counted(meter: Meter, quotas: Sequence[Quota]) -> Iterator[None]:
+    """A slot of each quota (in order) for one request, counted again from the moment it is answered."""
+    tickets = []
+    try:
+        for quota in quotas:
+            tickets.append((quota, meter.take(quota)))
+        yield
+    finally:
+        for quota, ticket in tickets:
+            meter.answered(quota, ticket)
 
 
 def connection_scope(vendor: str, *identifying: str) -> str:

@@ -35,6 +35,8 @@ from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox import graph_time
 from sandbox.common import Faults
@@ -427,17 +429,29 @@ MAILBOX_CONCURRENCY = 4
 def create_app(graph: GraphSandbox) -> FastAPI:
     app = FastAPI(title="Microsoft Graph sandbox")
     add_routes(app, graph)
-
-    @app.middleware("http")
-    async def mailbox_concurrency(request, call_next):
-        # Outermost, so a scripted late answer (faults.delay_next) stays in flight while it waits.
-        key = graph.enter(request.headers.get("authorization", ""), request.url.path)
-        if key is None:
-            return GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
-                              headers={"Retry-After": "1"}).response()
-        try:
-            return await call_next(request)
-        finally:
-            graph.leave(key)
-
+    build = app.build_middleware_stack
+    # Wrapped around the fault layer too, so a request counts as in flight until its answer has been
+    # sent, a scripted late answer (faults.delay_next) included, as Graph counts it.
+    app.build_middleware_stack = lambda: _MailboxConcurrency(build(), graph)  # type: ignore[method-assign]
     return app
+
+
+class _MailboxConcurrency:
+    def __init__(self, app: ASGIApp, graph: GraphSandbox) -> None:
+        self.app, self.graph = app, graph
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorization = Headers(scope=scope).get("authorization", "")
+        key = self.graph.enter(authorization, scope["path"])
+        if key is None:
+            busy = GraphError(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
+                              headers={"Retry-After": "1"}).response()
+            await busy(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.graph.leave(key)

@@ -7,7 +7,10 @@ job is re-scheduled for then. A sliding window is never looser than a vendor's f
 minute), so one meter fits both. Times come from the Redis server, one clock for every box.
 
 The window is padded by WINDOW_PAD: a request counted here reaches the vendor a few milliseconds
-later, and two requests a full window apart here must not land inside one window there.
+later, and two requests a full window apart here must not land inside one window there. When its
+answer comes (`answered`), the request's entry moves to that moment: the vendor counted it at some
+instant before, so a request slow to leave (a busy box, a new TLS connection) cannot let the next
+window's first request land in the vendor's same window.
 
 A 429 all the same shrinks the budget to SHRINK of what it was and holds every request of that
 connection for Retry-After; the shrink lasts RECOVER_WINDOWS windows after the last 429, then the
@@ -24,11 +27,12 @@ request in flight, freed when it ends or, if its worker died, after HOLD_TTL_MS.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterator
 
 from connectors.quota import Concurrency, OverQuota, Quota
@@ -67,12 +71,17 @@ if state[2] and tonumber(state[2]) > now then return tonumber(state[2]) - now en
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 if count < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window * 2)
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
+"""
+
+_ANSWERED = _NOW + """
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return 1
 """
 
 _REFUSED = _NOW + """
@@ -110,6 +119,7 @@ class RedisMeter:
     def __init__(self, client) -> None:
         self.client = client
         self._take = client.register_script(_TAKE)
+        self._answered = client.register_script(_ANSWERED)
         self._refused = client.register_script(_REFUSED)
         self._reported = client.register_script(_REPORTED)
         self._backend = None
@@ -120,10 +130,16 @@ class RedisMeter:
 
         return cls(redis.Redis.from_url(url))
 
-    def take(self, quota: Quota) -> None:
-        wait_ms = int(self._take(keys=_keys(quota), args=[quota.requests, padded_window_ms(quota), uuid.uuid4().hex]))
+    def take(self, quota: Quota) -> str:
+        ticket = uuid.uuid4().hex
+        wait_ms = int(self._take(keys=_keys(quota), args=[quota.requests, padded_window_ms(quota), ticket]))
         if wait_ms > 0:
             raise OverQuota(quota, wait_ms / 1000)
+        return ticket
+
+    def answered(self, quota: Quota, ticket: str | None) -> None:
+        if ticket is not None:
+            self._answered(keys=_keys(quota)[:1], args=[ticket])
 
     def refused(self, quota: Quota, retry_after: float | None) -> None:
         hold_ms = int((retry_after if retry_after is not None else quota.seconds) * 1000)
@@ -165,12 +181,13 @@ class LocalMeter:
     def __init__(self, clock=time.monotonic, wall=time.time) -> None:
         self._clock, self._wall = clock, wall
         self._lock = threading.Lock()
-        self._sent: dict[str, deque[float]] = defaultdict(deque)
+        self._sent: dict[str, dict[int, float]] = defaultdict(dict)  # scope -> ticket -> counted at
+        self._tickets = itertools.count(1)
         self._limit: dict[str, tuple[int, float]] = {}  # scope -> (limit, lapses at)
         self._blocked: dict[str, float] = {}
         self._in_flight: dict[str, int] = defaultdict(int)
 
-    def take(self, quota: Quota) -> None:
+    def take(self, quota: Quota) -> int:
         now, window = self._clock(), padded_window_ms(quota) / 1000
         with self._lock:
             blocked = self._blocked.get(quota.scope, 0.0)
@@ -178,13 +195,21 @@ class LocalMeter:
                 raise OverQuota(quota, blocked - now)
             limit = self._limit_now(quota, now)
             sent = self._sent[quota.scope]
-            while sent and sent[0] <= now - window:
-                sent.popleft()
+            for ticket in [ticket for ticket, at in sent.items() if at <= now - window]:
+                del sent[ticket]
             if len(sent) < limit:
-                sent.append(now)
-                return
-            wait = sent[len(sent) - limit] + window - now
+                ticket = next(self._tickets)
+                sent[ticket] = now
+                return ticket
+            wait = sorted(sent.values())[len(sent) - limit] + window - now
         raise OverQuota(quota, max(wait, 0.001))
+
+    def answered(self, quota: Quota, ticket: int | None) -> None:
+        now = self._clock()
+        with self._lock:
+            sent = self._sent[quota.scope]
+            if ticket in sent:
+                sent[ticket] = now
 
     def refused(self, quota: Quota, retry_after: float | None) -> None:
         now = self._clock()

@@ -35,7 +35,7 @@ def outlook(ms, monkeypatch, meter=None) -> OutlookCalendar:
 
 def six_at_once(ms, calendar: OutlookCalendar) -> list[BaseException]:
     calendar.free_busy(calendars=[STAFF], start=START, end=START + timedelta(hours=8))  # token fetched once
-    ms.graph.faults.delay_next("/v1.0/users", seconds=0.6, times=6)
+    ms.graph.faults.delay_next("/v1.0/users", seconds=1.0, times=6)
     failures: list[BaseException] = []
     start = threading.Barrier(6)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from connectors.quota import Concurrency, OverQuota, Quota
+from connectors.quota import Concurrency, OverQuota, Quota, counted
 from sync.quotas import LocalMeter, RedisMeter
 
 
@@ -103,3 +103,28 @@ def test_a_concurrency_limit_is_shared_by_every_worker_and_frees_when_a_request_
                 pass
     with meters[3].hold(slots):
         pass  # both slots were given back
+
+
+def _slow_request_then_ask_again(meter, quota) -> float:
+    """One request answered 0.4 s after its slot; how long the next ask, once refused, must wait."""
+    with counted(meter, [quota]):
+        time.sleep(0.4)  # a busy box, a new TLS connection: the vendor saw it at some moment in here
+    with pytest.raises(OverQuota) as over:
+        meter.take(quota)
+    return over.value.retry_after
+
+
+def test_a_request_is_counted_from_its_answer_so_a_slow_one_cannot_share_the_vendors_next_window(meters):
+    quota = Quota("vendor:answered", 1, 1.0)
+
+    wait = _slow_request_then_ask_again(meters[0], quota)
+
+    assert wait > 1.0  # the full window from the answer (1.15 s padded), not 0.75 s from the slot
+
+
+def test_the_in_process_meter_counts_from_the_answer_too():
+    quota = Quota("vendor:answered-local", 1, 1.0)
+
+    wait = _slow_request_then_ask_again(LocalMeter(), quota)
+
+    assert wait > 1.0
