@@ -39,6 +39,7 @@ from core.store.tables import Booking, Call, Conversation, Message
 from sandbox.phone import SandboxPhone
 from sandbox.stack import SandboxStack
 from sync.embedded import Embedded
+from webhooks import demo_files
 from webhooks.simulate import spoken
 
 SCRIPT = ["Hi, it's about a custody issue with my ex", "No", "No, first time", "this is Maria Lopez", "Jordan Smith", "2"]
@@ -134,7 +135,12 @@ def run_demo(*, echo: Callable[[str], None] = print, on_start: Callable[[Sandbox
         echo("")
         echo(funnel(db, first_text_seconds))
         if database_url:
+            kept = demo_files.write_tenants([demo_tenant(stack, b) for b in BUSINESSES], stack.env,
+                                            demo_files.place_for(database_url))
             echo(f"The outcomes are in {redact.mask_url(database_url)}: `textback report` shows the funnel.")
+            echo(f"To see them in the admin pages, with the tenants file the demo ran with ({kept.name}):")
+            echo(f"  export TEXTBACK_CONFIG={kept}")
+            echo("  textback admin add-user you@example.com --agency && textback serve   # then open /admin")
         if all(results):
             echo("✅ Both callers are booked: each appointment is in the firm's calendar and on the caller's CRM record.")
             return 0
