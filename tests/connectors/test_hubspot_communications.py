@@ -47,7 +47,8 @@ def texts(count: int, *, first: int = 0) -> list[TranscriptLine]:
     """`count` texts, caller and textback in turn, each with its own message key."""
     run = next(_keys)
     return [TranscriptLine(at=START + timedelta(minutes=n), body=f"text {n}", key=f"textback:t:message:{run}-{n}",
-                           direction=Direction.inbound if n % 2 else Direction.outbound) for n in range(first, first + count)]
+                           direction=Direction.inbound if n % 2 else Direction.outbound)
+            for n in range(first, first + count)]
 
 
 def communications_of(hubspot: HubSpotSandbox, contact_id: str) -> list[dict]:
@@ -56,7 +57,8 @@ def communications_of(hubspot: HubSpotSandbox, contact_id: str) -> list[dict]:
 
 
 def creates(hubspot: HubSpotSandbox) -> list[int]:
-    return [inputs for operation, kind, inputs in hubspot.batch_calls if (operation, kind) == ("create", "communications")]
+    return [inputs for operation, kind, inputs in hubspot.batch_calls
+            if (operation, kind) == ("create", "communications")]
 
 
 def test_the_connector_offers_the_activity_log(crm):
@@ -96,7 +98,7 @@ def test_a_retry_after_a_lost_answer_creates_no_communication_twice(crm, hubspot
     made = crm.log_messages(contact_id=contact, lines=lines)
     # Then: it finds the three by their keys and creates none
     assert len(communications_of(hubspot, contact)) == 3
-    assert sorted(made.values(), key=int) == sorted((each["id"] for each in communications_of(hubspot, contact)), key=int)
+    assert sorted(made.values()) == sorted(each["id"] for each in communications_of(hubspot, contact))
 
 
 def test_a_longer_conversation_logged_again_creates_only_its_new_texts(crm, hubspot, contact):
