@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +31,7 @@ from core.models import (
     Opportunity,
     OutboundSMS,
     SentSMS,
+    TranscriptLine,
 )
 
 
@@ -166,6 +167,26 @@ class CRMConnector(Protocol):
     def record_booking(self, *, contact_id: str, booking: BookingRecord, existing_id: str | None = None,
                        key: str | None = None) -> str:
         """Create or update the meeting for a booked appointment; return its id."""
+        ...
+
+
+# What an activity written before the deal was: the transcript record, one text, a booking's meeting.
+ActivityKind = Literal["transcript", "message", "booking"]
+
+
+@runtime_checkable
+class ActivityLog(Protocol):
+    """An optional CRM capability (HubSpot): each text recorded as an activity of its own besides the transcript,
+    and the activities tied to the deal. The sync layer uses it where a connector has it."""
+
+    def log_messages(self, *, contact_id: str, lines: list[TranscriptLine],
+                     opportunity_id: str | None = None) -> dict[str, str]:
+        """One record per line (each with a `key`), associated with the contact and the opportunity when given;
+        a line whose key an earlier call already created is found, not created again. Returns key -> CRM id."""
+        ...
+
+    def link_to_opportunity(self, *, opportunity_id: str, activities: list[tuple[ActivityKind, str]]) -> None:
+        """Associate activities written before the opportunity existed with it; one since deleted is skipped."""
         ...
 
 

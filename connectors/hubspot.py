@@ -5,8 +5,11 @@ What textback writes, per protocol method:
     upsert_contact      contact: phone (E.164), names, email; lifecyclestage=lead and
                         hs_lead_status=NEW when it creates one
     log_conversation    note (hs_note_body, hs_timestamp) associated to the contact
+    log_messages        one communication (SMS) per text, associated to the contact and the deal
+                        (connectors/hubspot_activities.py)
     upsert_opportunity  deal (dealname, pipeline, dealstage, description) associated to the contact
     record_booking      meeting (title, start, end, body, outcome SCHEDULED) associated to the contact
+    link_to_opportunity the note, communications and meetings written before the deal, associated to it
 
 Contacts are found by phone with CRM search: phone is not a unique-value property, so
 batch upsert cannot key on it. The search also matches HubSpot's calculated digits-only
@@ -78,6 +81,8 @@ from connectors.base import (
     Rejected,
     Secret,
 )
+from connectors.hubspot_activities import BATCH_LIMIT, KEY_PROPERTY, HubSpotActivities
+from connectors.hubspot_activities import hubspot_time as _hubspot_time
 from connectors.hubspot_errors import policy_name, vendor_errors
 from connectors.hubspot_phones import as_e164, national_digits, same_number
 from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope, counted
@@ -89,10 +94,8 @@ NOTE_TO_CONTACT = 202
 DEAL_TO_CONTACT = 3
 MEETING_TO_CONTACT = 200
 NOTE_BODY_LIMIT = 65_536
-KEY_PROPERTY = "textback_key"
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
-BATCH_LIMIT = 100  # inputs per batch create/update call
 SEARCH_PAGE = 200  # the most search returns per page
 SEARCH_CAP = 10_000  # search returns no result past the 10,000th
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
@@ -128,8 +131,8 @@ class HubSpotConfig(ConnectorConfig):
                                                     "(a checkbox; 'true' stops, cleared resumes)")
 
 
-class HubSpotCRM:
-    """The CRMConnector for one HubSpot portal."""
+class HubSpotCRM(HubSpotActivities):
+    """The CRMConnector for one HubSpot portal, with the ActivityLog capability."""
 
     role: ClassVar[str] = "crm"
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
@@ -147,6 +150,7 @@ class HubSpotCRM:
         self._properties = client.crm.properties.core_api
         self._groups = client.crm.properties.groups_api
         self._links = client.crm.associations.v4.basic_api
+        self._link_batch = client.crm.associations.v4.batch_api
         # The SDK has no default timeout and would wait forever.
         self._timeout = (min(5.0, config.timeout_seconds), config.timeout_seconds)
         self._unique_key: dict[str, bool] = {}
@@ -443,6 +447,10 @@ class HubSpotCRM:
 
     def _associated_by_key(self, object_type: str, key: str, contact_id: str) -> str | None:
         """The oldest record of the type associated with the contact that carries `key`."""
+        return self._keyed_records(object_type, contact_id, {key}).get(key)
+
+    def _keyed_records(self, object_type: str, contact_id: str, keys: set[str]) -> dict[str, str]:
+        """The oldest record per key among the records of the type associated with the contact."""
         linked: list[str] = []
         after = None
         while True:
@@ -453,17 +461,19 @@ class HubSpotCRM:
             after = page.paging.next.after if page.paging and page.paging.next else None
             if after is None:
                 break
+        found: dict[str, str] = {}
         for start in range(0, len(linked), BATCH_READ_LIMIT):
             request = BatchReadInputSimplePublicObjectId(
                 inputs=[SimplePublicObjectId(id=each) for each in linked[start:start + BATCH_READ_LIMIT]],
                 properties=[KEY_PROPERTY], properties_with_history=[])
             with self._calling(f"read the contact's {object_type}"):
-                found = self._batch.read(object_type, request, _request_timeout=self._timeout).results
-            keyed = sorted((each for each in found if (each.properties or {}).get(KEY_PROPERTY) == key),
-                           key=lambda each: int(each.id))
-            if keyed:
-                return keyed[0].id
-        return None
+                records = self._batch.read(object_type, request, _request_timeout=self._timeout).results
+            for each in sorted(records, key=lambda each: int(each.id)):
+                if (key := (each.properties or {}).get(KEY_PROPERTY)) in keys and key not in found:
+                    found[key] = each.id
+            if len(found) == len(keys):
+                break
+        return found
 
     def _update(self, object_type: str, object_id: str, properties: dict[str, str]) -> str | None:
         """The id HubSpot answers with (an old id of merged records updates the surviving one),
@@ -525,10 +535,6 @@ def _derived_key(kind: str, *identifying: str) -> str:
 def _contact_details(contact: ContactRecord) -> dict[str, str]:
     return {name: value for name, value in (("firstname", contact.first_name), ("lastname", contact.last_name),
                                             ("email", contact.email)) if value}
-
-
-def _hubspot_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _note_html(text: str) -> str:

@@ -62,9 +62,14 @@ class ContactRecord(_Frozen):
 
 
 class TranscriptLine(_Frozen):
+    """One text of the conversation. `key` names its message across retries (a CRM that records each text as
+    an activity of its own creates it once per key); `by_staff` marks a staff reply relayed by textback."""
+
     at: datetime
     direction: Direction
     body: str
+    key: str | None = None
+    by_staff: bool = False
 
 
 class ConversationLog(_Frozen):

@@ -26,6 +26,7 @@ from sandbox.hubspot_access import SEARCH_PER_SECOND, HubSpotAccess, Tier, rate_
 from sandbox.hubspot_properties import HubSpotError, PropertyDef, PropertyKind, PropertyRegistry, bad_request
 from sandbox.hubspot_records import HubSpotRecords
 from sandbox.hubspot_validation import (
+    ASSOCIATE_DEFAULT,
     BATCHES,
     GROUP_CREATE,
     OBJECT_CREATE,
@@ -175,6 +176,12 @@ def create_app(sandbox: HubSpotSandbox) -> FastAPI:
     @app.put("/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}")
     async def associate(from_type: str, from_id: str, to_type: str, to_id: str) -> dict:
         return sandbox.associate_default(from_type, from_id, to_type, to_id)
+
+    @app.post("/crm/v4/associations/{from_type}/{to_type}/batch/associate/default")
+    async def associate_batch(from_type: str, to_type: str, request: Request) -> JSONResponse:
+        status, body = sandbox.associate_default_batch(from_type, to_type,
+                                                       (await _body(request, ASSOCIATE_DEFAULT))["inputs"])
+        return JSONResponse(body, status_code=status)
 
     @app.get("/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}")
     async def list_associations(from_type: str, from_id: str, to_type: str, request: Request) -> dict:

@@ -35,6 +35,9 @@ ASSOCIATION_TYPE_IDS = {
     ("contacts", "notes"): 201, ("notes", "contacts"): 202,
     ("contacts", "meetings"): 199, ("meetings", "contacts"): 200,
     ("contacts", "communications"): 82, ("communications", "contacts"): 81,
+    ("deals", "communications"): 86, ("communications", "deals"): 85,
+    ("deals", "meetings"): 211, ("meetings", "deals"): 212,
+    ("deals", "notes"): 213, ("notes", "deals"): 214,
 }
 OBJECT_ALIASES = {"contact": "contacts", "0-1": "contacts", "deal": "deals", "0-3": "deals", "note": "notes",
                   "0-46": "notes", "communication": "communications", "0-18": "communications",

@@ -40,6 +40,7 @@ from sandbox.hubspot_search import QUERY_PROPERTIES, KindOf, SearchRequestError,
 Change = Callable[[str, str, str, dict, str], None]  # kind, creation|propertyChange|deletion, id, changed, source
 
 BATCH_LIMIT = 100
+ASSOCIATION_BATCH_LIMIT = 2000  # the v4 batch association endpoints take up to 2,000 inputs
 LIST_LIMIT = 100
 
 
@@ -244,6 +245,40 @@ class HubSpotRecords:
             for a, x, b, y in ((from_id, source, to_id, target), (to_id, target, from_id, source))]
         return {"status": "COMPLETE", "results": results, "startedAt": started,
                 "completedAt": iso(datetime.now(timezone.utc))}
+
+    def associate_default_batch(self, from_type: str, to_type: str, inputs: list[dict]) -> tuple[int, dict]:
+        """POST /crm/v4/associations/{from}/{to}/batch/associate/default: the default association for each
+        {from: {id}, to: {id}} pair, answered in both directions as the single PUT is. Pairs naming a record
+        that does not exist (or is archived) are left out and listed as errors in a 207, the rest are made."""
+        source, target = self.kind(from_type), self.kind(to_type)
+        if (source, target) not in ASSOCIATION_TYPE_IDS:
+            raise bad_request(f"There is no default association from {source} to {target}")
+        if len(inputs) > ASSOCIATION_BATCH_LIMIT:
+            raise bad_request(f"Batch input size {len(inputs)} exceeds the limit of {ASSOCIATION_BATCH_LIMIT} inputs")
+        self.batch_calls.append(("associate", source, len(inputs)))
+        started = iso(datetime.now(timezone.utc))
+        results, missing = [], []
+        with self._lock:
+            for each in inputs:
+                from_id, to_id = str(each["from"]["id"]), str(each["to"]["id"])
+                try:
+                    self._find(source, from_id, None)
+                    self._find(target, to_id, None)
+                except HubSpotError:
+                    missing.append(f"{from_id}->{to_id}")
+                    continue
+                self._link(source, from_id, target, to_id)
+                results += [{"from": {"id": a}, "to": {"id": b}, "associationSpec": {
+                    "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": ASSOCIATION_TYPE_IDS[(x, y)]}}
+                    for a, x, b, y in ((from_id, source, to_id, target), (to_id, target, from_id, source))]
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
+                                "completedAt": iso(datetime.now(timezone.utc))}
+        if not missing:
+            return 200, body
+        body.update(numErrors=len(missing), errors=[{
+            "status": "error", "category": "OBJECT_NOT_FOUND", "message": "No such object for these associations",
+            "context": {"pairs": missing}, "errors": [], "links": {}}])
+        return 207, body
 
     def association_page(self, from_type: str, from_id: str, to_type: str, *, limit: int, after: str | None) -> dict:
         source, target = self.kind(from_type), self.kind(to_type)

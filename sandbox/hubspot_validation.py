@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from hubspot.crm.associations.v4 import models as association_models
+from hubspot.crm.associations.v4.configuration import Configuration as AssociationsConfiguration
 from hubspot.crm.objects import models as object_models
 from hubspot.crm.objects.configuration import Configuration as ObjectsConfiguration
 from hubspot.crm.properties import models as property_models
@@ -62,6 +64,7 @@ BATCHES = {"create": _model(object_models, ObjectsConfiguration, "BatchInputSimp
            "archive": _model(object_models, ObjectsConfiguration, "BatchInputSimplePublicObjectId")}
 PROPERTY_CREATE = _model(property_models, PropertiesConfiguration, "PropertyCreate")
 GROUP_CREATE = _model(property_models, PropertiesConfiguration, "PropertyGroupCreate")
+ASSOCIATE_DEFAULT = _model(association_models, AssociationsConfiguration, "BatchInputPublicDefaultAssociationMultiPost")
 
 
 class _Invalid(Exception):

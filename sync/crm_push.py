@@ -6,6 +6,12 @@ naming the local record, so a create whose answer was lost (the id never reached
 map) is found by the connector instead of created twice. The key carries the tenant and
 the record's creation time besides its id: ids start again from 1 in a new database, and
 a key that came back would otherwise update an old record in the CRM.
+
+A CRM with the ActivityLog capability (HubSpot) also gets each text as an activity of its own, mapped per
+message (local kind "message"), so a later push creates only the texts not yet mapped; and everything about
+a conversation is tied to its deal whichever job runs first: a record created once the deal is mapped is
+linked to it when it is made, and the job that makes the deal links what was written before. A link is
+made before the record's id is mapped, so a job that fails in between makes it again on its retry.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from connectors.base import ActivityKind, ActivityLog
 from core.config import Tenant
 from core.engine.summary import answer_lines, headline
 from core.jobs import BookingJob, ConversationJob, LeadJob
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
 from core.store.repo import external_id, remember_external_id, transcript
-from core.store.tables import Booking, Call, Conversation, Lead
+from core.store.tables import Booking, Call, Conversation, ExternalId, Lead, Message
 from sync.runtime import Runtime
 
 STABLE_TRIES = 3
@@ -74,15 +81,38 @@ def log_conversation(runtime: Runtime, tenant: Tenant, job: ConversationJob, pen
 def _push_transcript(runtime: Runtime, tenant: Tenant, conversation_id: int, contact_id: str) -> None:
     crm = runtime.crm(tenant)
     log, _, key = _conversation_log(runtime, tenant, conversation_id)
+    deal = _mapped(runtime, tenant, "opportunity", conversation_id)
     # The conversation can grow while this push writes; a push that finds it changed writes again,
     # so the CRM ends with the newest transcript.
     for _ in range(STABLE_TRIES):
         _upsert(runtime, tenant, "conversation_log", conversation_id,
-                lambda existing: crm.log_conversation(contact_id=contact_id, log=log, existing_id=existing, key=key))
+                lambda existing: _tied(crm, deal, "transcript", existing, crm.log_conversation(
+                    contact_id=contact_id, log=log, existing_id=existing, key=key)))
         fresh = _conversation_log(runtime, tenant, conversation_id)[0]
         if fresh == log:
-            return
+            break
         log = fresh
+    if isinstance(crm, ActivityLog):
+        _push_messages(runtime, tenant, crm, conversation_id, contact_id, deal)
+
+
+def _push_messages(runtime: Runtime, tenant: Tenant, crm: ActivityLog, conversation_id: int, contact_id: str,
+                   deal: str | None) -> None:
+    """Each text of the conversation not yet in the CRM as an activity of its own, mapped per message."""
+    kind = tenant.connectors["crm"].type
+    with runtime.db.transaction() as session:
+        texts = _texts(session, conversation_id)
+        mapped = _mapped_ids(session, tenant.id, kind, "message", [m.id for m in texts])
+        unlogged = {_key(tenant, "message", m.id, m.created_at): (m.id, _line(m)) for m in texts if m.id not in mapped}
+    if not unlogged:
+        return
+    lines = [line.model_copy(update={"key": key}) for key, (_, line) in unlogged.items()]
+    made = crm.log_messages(contact_id=contact_id, lines=lines, opportunity_id=deal)
+    with runtime.db.transaction() as session:
+        for key, (message_id, _) in unlogged.items():
+            if key in made:
+                remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind="message",
+                                     local_id=message_id, external_id=made[key])
 
 
 def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
@@ -90,7 +120,7 @@ def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) ->
         conversation = session.get(Conversation, conversation_id)
         call = session.get(Call, conversation.call_id) if conversation.call_id else None
         lines = [TranscriptLine(at=m.created_at, direction=Direction(m.direction), body=m.body)
-                 for m in transcript(session, conversation_id=conversation_id) if m.status != "suppressed"]
+                 for m in _texts(session, conversation_id)]
         log = ConversationLog(
             title=f"textback conversation with {_phone(session, conversation)} ({tenant.name})",
             summary=_summary(conversation, call),
@@ -118,9 +148,15 @@ def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, co
                                   stage=conversation.outcome or "qualified",
                                   description=f"Qualified by textback for {tenant.name}. {answers}")
         key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
-    _upsert(runtime, tenant, "opportunity", conversation_id,
-            lambda existing: crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity,
-                                                    existing_id=existing, key=key))
+
+    def write(existing: str | None) -> str:
+        deal = crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity, existing_id=existing, key=key)
+        if deal != existing and isinstance(crm, ActivityLog):
+            if written := _written_before(runtime, tenant, conversation_id):
+                crm.link_to_opportunity(opportunity_id=deal, activities=written)
+        return deal
+
+    _upsert(runtime, tenant, "opportunity", conversation_id, write)
 
 
 def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: Pending) -> None:
@@ -147,10 +183,57 @@ def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: P
         contact_id = ensure_contact(runtime, tenant, lead_id)
         if not cancelled:
             _push_opportunity(runtime, tenant, conversation_id, contact_id)
+        deal = _mapped(runtime, tenant, "opportunity", conversation_id)
         _upsert(runtime, tenant, "booking", booking_id,
-                lambda existing: crm.record_booking(contact_id=contact_id, booking=record, existing_id=existing,
-                                                    key=key))
+                lambda existing: _tied(crm, deal, "booking", existing, crm.record_booking(
+                    contact_id=contact_id, booking=record, existing_id=existing, key=key)))
         _push_transcript(runtime, tenant, conversation_id, contact_id)
+
+
+def _tied(crm, deal: str | None, kind: ActivityKind, existing: str | None, record_id: str) -> str:
+    """`record_id`, linked to the deal first when it is a record the map does not name yet."""
+    if deal is not None and record_id != existing and isinstance(crm, ActivityLog):
+        crm.link_to_opportunity(opportunity_id=deal, activities=[(kind, record_id)])
+    return record_id
+
+
+def _written_before(runtime: Runtime, tenant: Tenant, conversation_id: int) -> list[tuple[ActivityKind, str]]:
+    """The conversation's transcript, texts and meetings already in the CRM (by the external-id map)."""
+    kind = tenant.connectors["crm"].type
+    with runtime.db.transaction() as session:
+        messages = list(session.scalars(select(Message.id).where(Message.conversation_id == conversation_id)))
+        bookings = list(session.scalars(select(Booking.id).where(Booking.conversation_id == conversation_id)))
+        found: list[tuple[ActivityKind, str]] = [
+            ("transcript", record) for record in _mapped_ids(session, tenant.id, kind, "conversation_log",
+                                                             [conversation_id]).values()]
+        found += [("message", record) for record in _mapped_ids(session, tenant.id, kind, "message", messages).values()]
+        found += [("booking", record) for record in _mapped_ids(session, tenant.id, kind, "booking", bookings).values()]
+    return found
+
+
+def _mapped(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int) -> str | None:
+    with runtime.db.transaction() as session:
+        return external_id(session, tenant_id=tenant.id, connector=tenant.connectors["crm"].type,
+                           local_kind=local_kind, local_id=local_id)
+
+
+def _mapped_ids(session, tenant_id: str, connector: str, local_kind: str, local_ids: list[int]) -> dict[int, str]:
+    if not local_ids:
+        return {}
+    rows = session.execute(select(ExternalId.local_id, ExternalId.external_id).where(
+        ExternalId.tenant_id == tenant_id, ExternalId.connector == connector, ExternalId.local_kind == local_kind,
+        ExternalId.local_id.in_(local_ids)))
+    return dict(rows.all())
+
+
+def _texts(session, conversation_id: int) -> list[Message]:
+    """The conversation's texts as the transcript shows them: a text suppressed before it went out is left out."""
+    return [m for m in transcript(session, conversation_id=conversation_id) if m.status != "suppressed"]
+
+
+def _line(message: Message) -> TranscriptLine:
+    return TranscriptLine(at=message.sent_at or message.created_at, direction=Direction(message.direction),
+                          body=message.body, by_staff=message.purpose == "staff")
 
 
 def _lead_of(runtime: Runtime, conversation_id: int) -> int:

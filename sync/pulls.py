@@ -9,7 +9,9 @@ core/crm_sync.py); open and renew the push subscriptions that say when to look.
     crm_pull                HubSpot: contacts modified since the stored cursor (search by lastmodifieddate,
                             the window moved before the 10,000-result cap), page by page like calendar_pull
     watch_calendars         Google channels and Graph subscriptions opened, renewed before they expire,
-                            and stopped for calendars the tenant no longer books into
+                            and stopped for calendars the tenant no longer books into; with a plain-http
+                            TEXTBACK_PUBLIC_URL, which Google and Graph refuse to push to, one warning per
+                            process and no more tries (the pulls on the timer carry the changes)
     watch_crm               the Clio contact webhook created (its handshake completes on /webhooks/clio)
                             and renewed before it expires (Clio allows 31 days); HubSpot's app webhooks
                             are set in the app's settings, not by API
@@ -27,6 +29,7 @@ from core import calendar_sync, crm_sync
 from core.calendar_sync import EventState
 from core.config import Tenant
 from core.jobs import CalendarEventJob, CalendarPullJob, ContactChangeJob, WatchJob
+from connectors.base import Rejected
 from core.outbox import Pending
 from core.store import sync_state
 from core.store.tables import Booking, SyncSubscription
@@ -41,6 +44,8 @@ GRAPH_LIFETIME = timedelta(days=3)  # Outlook event subscriptions live at most 1
 RENEW_BEFORE = timedelta(days=1)  # renew anything that would lapse within this
 PROVIDERS = {"google": "google", "outlook": "microsoft"}
 WEBHOOK_PATHS = {"google": "/webhooks/google", "microsoft": "/webhooks/microsoft"}
+# Public URLs a vendor refused to push to (plain http) in this process: warned about once, not tried again.
+_PUSH_REFUSED: set[tuple[str, str]] = set()
 
 
 def provider_of(tenant: Tenant) -> str | None:
@@ -114,18 +119,30 @@ def watch_calendars(runtime: Runtime, tenant: Tenant, job: WatchJob, pending: Pe
     if calendar is None or provider is None:
         return
     now, wanted = runtime.now(), set(tenant.connectors["calendar"].calendars)
-    address = runtime.settings.public_url + WEBHOOK_PATHS[provider]
+    public_url = runtime.settings.public_url
+    address = public_url + WEBHOOK_PATHS[provider]
+    if (provider, public_url) in _PUSH_REFUSED:
+        return
     with runtime.db.transaction() as session:
         held = [(s.id, s.resource, s.external_id, s.resource_id, s.expires_at)
                 for s in sync_state.live_subscriptions(session, tenant_id=tenant.id, provider=provider)]
     fresh = {resource for _, resource, _, _, expires in held
              if resource in wanted and expires is not None and expires > now + RENEW_BEFORE}
     for calendar_id in sorted(wanted - fresh):
-        if provider == "google":
-            _open_google_channel(runtime, tenant, calendar, calendar_id, address)
-        else:
-            renewable = next((h for h in held if h[1] == calendar_id), None)
-            _subscribe_graph(runtime, tenant, calendar, calendar_id, address, renewable)
+        try:
+            if provider == "google":
+                _open_google_channel(runtime, tenant, calendar, calendar_id, address)
+            else:
+                renewable = next((h for h in held if h[1] == calendar_id), None)
+                _subscribe_graph(runtime, tenant, calendar, calendar_id, address, renewable)
+        except Rejected as exc:
+            if exc.status != 400 or not public_url.startswith("http://"):
+                raise
+            _PUSH_REFUSED.add((provider, public_url))
+            log.warning("%s refuses push notifications to %s (%s): push needs an https TEXTBACK_PUBLIC_URL; "
+                        "calendar changes are pulled on the timer instead (two_way.pull_minutes)",
+                        provider, public_url, exc)
+            return
     for row_id, resource, external_id, resource_id, expires in held:
         superseded = provider == "google" and resource in wanted - fresh
         if resource not in wanted or superseded:

@@ -247,7 +247,12 @@ def _show_hubspot(echo, stack: SandboxStack) -> bool:
             props = obj["properties"]
             title = (props.get("dealname") or props.get("hs_meeting_title")
                      or html.unescape(props.get("hs_note_body", "").split("<br>")[0]))
-            echo(f"      {kind[:-1]} {obj['id']} on that contact: {title}")
+            on_deal = kind != "deals" and stack.hubspot.associations(kind, obj["id"], "deals")
+            echo(f"      {kind[:-1]} {obj['id']} on that contact{' (and its deal)' if on_deal else ''}: {title}")
+    texts = stack.hubspot.objects("communications")
+    on_deal = [each for each in texts if stack.hubspot.associations("communications", each["id"], "deals")]
+    if texts:
+        echo(f"      {len(texts)} SMS logged as HubSpot communications on that contact, {len(on_deal)} on its deal")
     return (len(contacts) == 1 and len(meetings) == 1
             and stack.hubspot.associations("meetings", meetings[0]["id"], "contacts") == [contacts[0]["id"]])
 

@@ -6,6 +6,7 @@ import itertools
 import json
 import time
 
+import httpx
 import pytest
 from hubspot import HubSpot
 from hubspot.crm.objects import (
@@ -429,3 +430,32 @@ def test_scripted_faults_answer_429_with_retry_after_then_5xx_then_recover(objec
     assert (limited.value.status, limited.value.headers["Retry-After"]) == (429, "7")
     assert unavailable.value.status == 503
     assert recovered.results is not None
+
+
+def test_records_are_associated_with_a_deal_at_creation_and_in_a_v4_batch_and_refused_for_unknown_pairs(
+        objects, hubspot, url):
+    # Given: a deal, and a communication created on it with HubSpot's communication-to-deal type (85)
+    deal = create(objects, "deals", dealname=unique("Deal"), dealstage="appointmentscheduled").id
+    texted = create(objects, "communications", [{"to": {"id": deal}, "types": [
+        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 85}]}], hs_communication_channel_type="SMS",
+        hs_communication_logged_from="CRM", hs_timestamp="2030-03-04T15:00:00Z").id
+    note = create(objects, "notes", hs_note_body="transcript", hs_timestamp="2030-03-04T15:00:00Z").id
+    # When: the note is associated with the deal in a v4 batch call
+    answer = httpx.post(f"{url}/crm/v4/associations/notes/deals/batch/associate/default",
+                        headers={"Authorization": f"Bearer {TOKEN}"}, json={"inputs": [
+                            {"from": {"id": note}, "to": {"id": deal}}]})
+    # Then: both directions carry HubSpot's default type ids
+    assert answer.status_code == 200
+    assert {(r["from"]["id"], r["associationSpec"]["associationTypeId"]) for r in answer.json()["results"]} == {
+        (note, 214), (deal, 213)}
+    assert hubspot.associations("deals", deal, "communications") == [texted]
+    assert hubspot.associations("deals", deal, "notes") == [note]
+    # And a pair with a record that does not exist is listed as an error; an unknown pair of types is a 400
+    missing = httpx.post(f"{url}/crm/v4/associations/meetings/deals/batch/associate/default",
+                         headers={"Authorization": f"Bearer {TOKEN}"},
+                         json={"inputs": [{"from": {"id": "999999"}, "to": {"id": deal}}]})
+    assert missing.status_code == 207 and missing.json()["numErrors"] == 1
+    unknown = httpx.post(f"{url}/crm/v4/associations/notes/meetings/batch/associate/default",
+                         headers={"Authorization": f"Bearer {TOKEN}"},
+                         json={"inputs": [{"from": {"id": note}, "to": {"id": deal}}]})
+    assert unknown.status_code == 400

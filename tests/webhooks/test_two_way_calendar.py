@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from core.booking import label
 
 from core.outbox import Kind
-from core.store.tables import SyncCursor, SyncSubscription
+from core.store.tables import OutboxRow, SyncCursor, SyncSubscription
 from sync.runtime import Runtime
 from sync.runner import run_job
 from tests.webhooks.conftest import CALENDAR, CALLER, texts_to
@@ -299,3 +300,30 @@ def test_staff_moving_one_booking_onto_anothers_start_leaves_ours_as_it_was_and_
     assert [r.status for r in rows(textback, Kind.calendar_pull)] == ["done"]
     assert booking_now(textback, first.id).start_at == first.start_at
     assert not messages(textback, "calendar_change")
+
+
+def test_with_a_plain_http_public_url_upkeep_warns_once_opens_no_channel_and_the_pull_still_moves_the_booking(
+        phone, textback, stack, caplog):
+    # Given: Google refusing push to an http address, as it does, and a booked caller
+    stack.google.channels.allow_http = False
+    assert textback.runtime.settings.public_url.startswith("http://")
+    booking = book(phone, textback, stack)
+    # When: the hourly upkeep runs twice
+    with caplog.at_level(logging.INFO):
+        run(textback, Kind.watch_calendars, {}, key="watch:http:1")
+        run(textback, Kind.watch_calendars, {}, key="watch:http:2")
+    # Then: one clear warning, no channel, no error logged, no row failed or dead
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "push needs an https TEXTBACK_PUBLIC_URL" in warnings[0]
+    assert "pulled on the timer instead" in warnings[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.status for r in rows(textback, Kind.watch_calendars)] == ["done", "done"]
+    with textback.runtime.db.transaction() as s:
+        assert s.scalars(select(SyncSubscription)).all() == []
+        assert not s.scalars(select(OutboxRow).where(OutboxRow.status.in_(("failed", "dead")))).all()
+    assert stack.google.channels.channels() == []
+    # And a staff move is still applied by the timer's pull
+    new_start = booking.start_at + timedelta(days=1)
+    move_in_google(stack, booking.external_event_id, new_start)
+    run(textback, Kind.calendar_pull, {"calendar_id": CALENDAR}, key="pull:http")
+    assert booking_now(textback, booking.id).start_at == new_start
