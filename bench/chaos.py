@@ -19,6 +19,8 @@ At the end, with the faults off, once the outbox is quiet, it checks:
 Run (the full counts of issue 14; about 15 minutes on 2 vCPUs):
 
     .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 10 --web-kills 1 --fault-share 0.3 --replay 3
+    .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 10 --web-kills 1 --fault-share 0.3 --replay 3 \
+        --store postgres --redis-outage 30 --database-outage 10   # and the broker and the database go away
     .venv/bin/python -m bench.chaos --calls 2000 --worker-kills 0 --web-kills 0 --fault-share 0   # baseline
 
 The last line reads `chaos: N calls, B booked, K worker kills, W web kills, F faults: L lost, D duplicated,
@@ -48,10 +50,11 @@ from pathlib import Path
 
 import httpx
 import yaml
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, make_url, select
 from twilio.request_validator import RequestValidator
 
 from bench.first_text import BIN, BUSINESS, ROOT, STAFF, database, free_port, wait_until
+from bench.outage_proxy import OutageProxy
 
 CALENDAR = "staff@chaos.example"
 # What a caller says to each of the law playbook's questions, found by a phrase of the question.
@@ -68,6 +71,8 @@ class Report:
     booked: int = 0
     worker_kills: int = 0
     web_kills: int = 0
+    outages: list[str] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)  # processes that stopped by themselves, restarted
     webhook_retries: int = 0
     replays: int = 0
     problems: list[str] = field(default_factory=list)
@@ -106,12 +111,17 @@ class Sandbox:
 
 
 class Redis:
+    """A private redis-server that keeps nothing on disk: stopped and started again, its queues are empty."""
+
     def __init__(self, workdir: Path) -> None:
-        port = free_port()
-        self.proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{port}/0"
-        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+        self.port, self.workdir = free_port(), workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
                                           text=True).stdout.strip() == "PONG", timeout=10, what="redis-server")
 
     def stop(self) -> None:
@@ -145,8 +155,26 @@ class Textback:
                     "TEXTBACK_CLAIM_SECONDS": str(claim_seconds)}
         subprocess.run([BIN / "textback", "db", "upgrade"], env=self.env, check=True, capture_output=True, cwd=workdir)
         self.web = self.worker = None
+        self.lock = threading.Lock()  # a kill and its restart, or a revival, at a time
+        self._stopping = threading.Event()
         self.start_web()
         self.start_worker()
+
+    def supervise(self, report: Report) -> None:
+        """As a process supervisor would (systemd's Restart=always): a process that exited by itself — a worker
+        started while the database was unreachable refuses to run — is started again, and counted."""
+        def loop() -> None:
+            while not self._stopping.wait(1.0):
+                with self.lock:
+                    for name in ("web", "worker"):
+                        proc = getattr(self, name)
+                        if self._stopping.is_set() or proc is None or proc.poll() is None:
+                            continue
+                        report.exits.append(f"{name} exited with {proc.returncode}")
+                        print(f"  the {name} exited by itself ({proc.returncode}); started again", flush=True)
+                        with contextlib.suppress(RuntimeError):  # not up yet: the next round looks again
+                            self.start_web() if name == "web" else self.start_worker()
+        threading.Thread(target=loop, name="supervisor", daemon=True).start()
 
     def _spawn(self, *args: str, log: str) -> subprocess.Popen:
         with (self.workdir / log).open("ab") as out:
@@ -166,6 +194,9 @@ class Textback:
         proc.wait()
 
     def stop(self) -> None:
+        self._stopping.set()
+        with self.lock:
+            pass  # a revival under way finishes first
         for proc in (self.web, self.worker):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -261,24 +292,47 @@ def converse(twilio: Twilio, sandbox: Sandbox, bookers: list[str], rng: random.R
         report.problems.append(f"{caller}: conversation unfinished at the deadline")
 
 
+@dataclass
+class Outages:
+    """What the chaos thread may take away besides the processes: the broker and the database."""
+
+    redis: Redis
+    redis_seconds: float = 0.0
+    database: OutageProxy | None = None
+    database_seconds: float = 0.0
+
+
 def chaos(textback: Textback, rng: random.Random, *, worker_kills: int, web_kills: int, stop: threading.Event,
-          report: Report, spacing: tuple[float, float]) -> None:
-    """SIGKILL the worker `worker_kills` times (and the web process `web_kills` times) at random moments."""
+          report: Report, spacing: tuple[float, float], outages: Outages) -> None:
+    """SIGKILL the worker `worker_kills` times (and the web process `web_kills` times) at random moments;
+    stop the redis-server (and cut the database off) once each, when asked to."""
     plan = ["worker"] * worker_kills + ["web"] * web_kills
+    plan += ["redis"] * bool(outages.redis_seconds) + ["database"] * bool(outages.database and outages.database_seconds)
     rng.shuffle(plan)
     for target in plan:
         if stop.wait(rng.uniform(*spacing)):
             return
-        if target == "worker":
-            Textback.kill(textback.worker)
-            report.worker_kills += 1
-            time.sleep(rng.uniform(0.2, 1.5))
-            textback.start_worker()
-        else:
-            Textback.kill(textback.web)
-            report.web_kills += 1
-            time.sleep(rng.uniform(0.5, 2.0))
-            textback.start_web()
+        if target in ("redis", "database"):
+            down, seconds = ((outages.redis, outages.redis_seconds) if target == "redis"
+                             else (outages.database, outages.database_seconds))
+            down.stop()
+            print(f"  {target} down for {seconds:g} s", flush=True)
+            time.sleep(seconds)
+            down.start() if target == "redis" else down.restore()
+            report.outages.append(f"{target} {seconds:g} s")
+            print(f"  {target} back", flush=True)
+            continue
+        with textback.lock:
+            if target == "worker":
+                Textback.kill(textback.worker)
+                report.worker_kills += 1
+                time.sleep(rng.uniform(0.2, 1.5))
+                textback.start_worker()
+            else:
+                Textback.kill(textback.web)
+                report.web_kills += 1
+                time.sleep(rng.uniform(0.5, 2.0))
+                textback.start_web()
         print(f"  killed the {target} (kill #{report.worker_kills + report.web_kills})", flush=True)
 
 
@@ -382,7 +436,7 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
 
 def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fault_share: float, replay: int,
         store: str, seed: int, threads: int, rate: float, timeout: float, claim_seconds: float = 30,
-        workdir: Path | None = None) -> Report:
+        workdir: Path | None = None, redis_outage: float = 0.0, database_outage: float = 0.0) -> Report:
     rng = random.Random(seed)
     report = Report(calls=calls)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="textback-chaos-"))
@@ -392,7 +446,18 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
     textback = None
     try:
         with database(store, workdir) as database_url:
-            textback = Textback(sandbox, redis, database_url, workdir, threads=threads, claim_seconds=claim_seconds)
+            outages = Outages(redis, redis_outage)
+            served_url = database_url
+            if database_outage and store == "postgres":  # textback reaches PostgreSQL through a proxy we can cut
+                target = make_url(database_url)
+                outages.database = OutageProxy(target.host or "127.0.0.1", target.port or 5432).start()
+                outages.database_seconds = database_outage
+                served_url = target.set(host="127.0.0.1", port=outages.database.port).render_as_string(
+                    hide_password=False)
+            elif database_outage:
+                raise SystemExit("--database-outage needs --store postgres (SQLite is a file: it has no outage)")
+            textback = Textback(sandbox, redis, served_url, workdir, threads=threads, claim_seconds=claim_seconds)
+            textback.supervise(report)
             twilio = Twilio(textback.url, sandbox.env["TWILIO_ACCOUNT_SID"], sandbox.env["TWILIO_AUTH_TOKEN"], report)
             sandbox.faults(fault_share, seed)
             base = rng.randrange(10**6)
@@ -402,10 +467,11 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             stop = threading.Event()
             # Kills spread over about the time the calls and conversations take.
             expected = calls / rate + (30 if bookers else 5)
-            spacing = (0.3 * expected / max(1, worker_kills + web_kills), 1.7 * expected / max(1, worker_kills + web_kills))
+            events = max(1, worker_kills + web_kills + bool(redis_outage) + bool(outages.database))
+            spacing = (0.3 * expected / events, 1.7 * expected / events)
             killer = threading.Thread(target=chaos, args=(textback, random.Random(seed + 1)), kwargs={
                 "worker_kills": worker_kills, "web_kills": web_kills, "stop": stop, "report": report,
-                "spacing": spacing}, daemon=True)
+                "spacing": spacing, "outages": outages}, daemon=True)
             killer.start()
             with ThreadPoolExecutor(8) as pool:
                 for i, caller in enumerate(callers):
@@ -428,6 +494,8 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             check(database_url, sandbox, callers, report, stuck, workdir)
             textback.stop()
             textback = None
+            if outages.database is not None:
+                outages.database.cut()
     finally:
         if textback is not None:
             textback.stop()
@@ -452,6 +520,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the conversations, then the drain")
     parser.add_argument("--claim-seconds", type=float, default=30,
                         help="TEXTBACK_CLAIM_SECONDS: how soon a killed worker's claimed rows run again")
+    parser.add_argument("--redis-outage", type=float, default=0, metavar="SECONDS",
+                        help="stop the redis-server once, mid-run, for this long (it comes back empty)")
+    parser.add_argument("--database-outage", type=float, default=0, metavar="SECONDS",
+                        help="with --store postgres: cut textback off from PostgreSQL once, mid-run, for this long")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print it")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="textback-chaos-"))
@@ -459,7 +531,8 @@ def main() -> None:
         report = run(calls=args.calls, book_share=args.book_share, worker_kills=args.worker_kills,
                      web_kills=args.web_kills, fault_share=args.fault_share, replay=args.replay, store=args.store,
                      seed=args.seed, threads=args.threads, rate=args.rate, timeout=args.timeout,
-                     claim_seconds=args.claim_seconds, workdir=workdir)
+                     claim_seconds=args.claim_seconds, workdir=workdir, redis_outage=args.redis_outage,
+                     database_outage=args.database_outage)
     finally:
         if args.keep:
             print(f"logs in {workdir}")
@@ -467,7 +540,8 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({k: v for k, v in report.counts.items()}, default=str))
     print(f"webhooks sent again while refused: {report.webhook_retries}; replays: {report.replays}; "
-          f"bookers: {report.bookers}")
+          f"bookers: {report.bookers}; outages: {', '.join(report.outages) or 'none'}; "
+          f"exited by themselves and restarted: {', '.join(report.exits) or 'none'}")
     for problem in report.problems:
         print("  " + problem)
     print(report.line)

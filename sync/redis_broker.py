@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
+from collections.abc import Callable
 
 import redis
 from dramatiq.broker import MessageProxy
@@ -93,3 +95,20 @@ class WakingRedisBroker(RedisBroker):
                 pipe.ltrim(key, 0, WAKE_BACKLOG - 1)
                 pipe.execute()
         return enqueued
+
+
+def queues_lost(broker) -> Callable[[], bool]:
+    """A check, run by the relay each pass, that says once when the broker has lost every message it held.
+
+    Redis here keeps nothing on disk: restarted (or flushed), its queues are empty, while the outbox still
+    shows their rows as enqueued. The first check after that finds the broker's marker gone, sets it again
+    and answers True; every other check, in any process, answers False. A broker with no such memory to
+    lose (stub, RabbitMQ's durable queues) never answers True.
+    """
+    if not isinstance(broker, RedisBroker):
+        return lambda: False
+    key = f"{broker.namespace}:memory"
+
+    def check() -> bool:
+        return bool(broker.client.set(key, uuid.uuid4().hex, nx=True))
+    return check

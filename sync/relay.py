@@ -4,6 +4,9 @@ A pass picks up pending rows that are due and not claimed by a live worker, and 
 - never enqueued (the broker was down at commit, or the process died first) for `grace`, or
 - claimed by a worker whose claim expired (it died mid-job), or
 - enqueued longer than `stale_after` ago without running (the broker lost the message).
+When the broker says it lost every message it held (a Redis restarted empty: `queues_lost`), the
+pending rows' enqueued marks are forgotten at once, so each goes out again when due instead of
+`stale_after` later; a second delivery of a row that did run is a no-op at its claim.
 A row claimed MAX_ATTEMPTS times is dead instead ("claimed N times"), so no row loops for ever.
 Each worker runs a pass at start and then every `relay_interval` seconds (TEXTBACK_RELAY_INTERVAL).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
@@ -113,18 +117,34 @@ class EnqueuedMarks:
             self.flush()
 
 
+def forget_enqueued(runtime: Runtime) -> int:
+    """The broker lost its messages: every pending row counts as never enqueued (the relay sends it when due)."""
+    with runtime.db.transaction() as session:
+        return session.execute(update(OutboxRow).where(OutboxRow.status == OutboxStatus.pending,
+                                                       OutboxRow.enqueued_at.is_not(None))
+                               .values(enqueued_at=None)).rowcount
+
+
 class RelayThread(threading.Thread):
     """Runs the relay every `interval` seconds until stopped (one per worker process is enough)."""
 
     def __init__(self, runtime: Runtime, dispatcher: Dispatcher, *, interval: float = 5.0,
-                 grace: timedelta = timedelta(seconds=10)) -> None:
+                 grace: timedelta = timedelta(seconds=10), queues_lost: Callable[[], bool] = lambda: False) -> None:
         super().__init__(name="outbox-relay", daemon=True)
         self.runtime, self.dispatcher, self.interval, self.grace = runtime, dispatcher, interval, grace
+        self.queues_lost = queues_lost
+        self._lost = False  # seen lost, rows not yet forgotten (the database was down then)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while True:  # a pass at start: a row left behind by a crash goes out now, not a period later
             try:
+                self._lost = self._lost or self.queues_lost()
+                if self._lost:
+                    forgotten = forget_enqueued(self.runtime)
+                    self._lost = False
+                    log.warning("the job queue lost the messages it held (restarted empty?); %d pending outbox "
+                                "rows are enqueued again", forgotten)
                 relay_pending(self.runtime, self.dispatcher, grace=self.grace)
             except Exception as exc:  # the database or the broker is down: try again next period
                 log.warning("relay pass failed (%s: %s); trying again in %gs", type(exc).__name__, exc, self.interval)

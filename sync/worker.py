@@ -12,6 +12,7 @@ import dramatiq
 
 from sync import actors
 from sync.broker import make_broker
+from sync.redis_broker import queues_lost
 from sync.relay import RelayThread
 from sync.two_way_timer import TwoWayTimer
 from sync.runtime import Runtime
@@ -31,7 +32,8 @@ class Worker:
         if runtime.dispatcher is None:
             runtime.dispatcher = actors.DramatiqDispatcher(runtime, mark_every=actors.MARK_EVERY)
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms)
-        self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval, grace=relay_grace)
+        self.relay = RelayThread(runtime, runtime.dispatcher, interval=relay_interval, grace=relay_grace,
+                                 queues_lost=queues_lost(broker))
         # Pulls and subscription upkeep (README "Two-way sync"); off where a caller drives them itself.
         self.timer = TwoWayTimer(runtime, runtime.dispatcher) if two_way else None
 

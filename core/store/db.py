@@ -38,7 +38,17 @@ def make_engine(url: str) -> Engine:
         return engine
     # The web process runs up to 40 requests at once in its thread pool and a worker 8 job threads plus the
     # relay: a pool of 5 + 10 (SQLAlchemy's default) made requests queue for a connection under load.
-    return create_engine(normalized_url(url), pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10)
+    # A transaction whose client vanished mid-way (a partition, a killed process behind a proxy) would
+    # hold its row locks until the server noticed; the outbox claims would wait on it for ever. Our
+    # transactions are short (no vendor call inside one), so the server ends any idle one after a minute,
+    # and TCP keepalives find a dead client within about a minute too.
+    return create_engine(normalized_url(url), pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10,
+                         connect_args={"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+                                       "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                       "keepalives_count": 3})
+
+
+IDLE_IN_TRANSACTION_MS = 60_000
 
 
 def normalized_url(url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import dramatiq
 import pytest
@@ -15,7 +16,9 @@ from core.outbox import Pending
 from core.store.tables import Message, OutboxRow
 from sync import actors
 from sync.broker import make_broker
+from sync.redis_broker import queues_lost
 from sync.runtime import Runtime
+from sync.worker import Worker
 from tests.webhooks.conftest import BUSINESS, CALLER, texts_to
 
 
@@ -101,3 +104,31 @@ def test_a_rejected_send_fails_the_row_without_retrying(redis_runtime, stack):
     failed = next(r for r in _rows(redis_runtime) if r.status == "failed")
     assert failed.kind == "send_sms" and failed.attempts == 1 and "rejected" in failed.last_error
     assert texts_to(stack) == []
+
+
+def test_a_redis_restarted_empty_loses_no_text_the_relay_enqueues_its_rows_again_at_once(redis_url, sqlite_db,
+                                                                                        tenants_path, stack):
+    # Given: a missed call's text queued on Redis while no worker runs, and Redis then restarted empty
+    broker = make_broker(redis_url)
+    actors.bind(broker)
+    runtime = Runtime(settings=Settings(database_url=sqlite_db.url, redis_url=redis_url),
+                      db=sqlite_db, tenants=load_tenants(tenants_path, validate_connector=validate_connector))
+    runtime.dispatcher = actors.DramatiqDispatcher(runtime)
+    queues_lost(broker)()  # the broker's memory marker, as a worker's first relay pass sets it
+    _miss_a_call(runtime)
+    runtime.dispatcher.close()  # the "enqueued" notes are written
+    assert all(row.enqueued_at is not None for row in _rows(runtime))
+    broker.client.flushdb()
+
+    # When: a worker starts (its relay's first pass)
+    runtime.dispatcher = None
+    worker = Worker(runtime, broker, threads=2, relay_interval=0.2, relay_grace=timedelta(0),
+                    worker_timeout_ms=100).start()
+    try:
+        # Then: the text goes out now, once, not when the 15-minute staleness rule would catch it
+        _wait_for(lambda: len(texts_to(stack)) == 1)
+        time.sleep(0.5)
+        assert len(texts_to(stack)) == 1
+    finally:
+        worker.stop()
+        broker.close()
