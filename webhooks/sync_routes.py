@@ -104,9 +104,11 @@ async def graph_notifications(request: Request) -> Response:
                                                    external_id=str(notification.get("subscriptionId")))
             if subscription is None or not sync_state.secret_matches(subscription, notification.get("clientState")):
                 continue  # not ours, or forged: dropped (the whole request is refused if nothing is ours)
+            lifecycle = notification.get("lifecycleEvent")
+            if subscription.status == "stopped" or (lifecycle not in GRAPH_LIFECYCLE and _expired(subscription, runtime)):
+                continue  # a subscription we replaced or let lapse proves nothing now (a captured, replayed request)
             accepted += 1
             tenant_id, mailbox = subscription.tenant_id, subscription.resource
-            lifecycle = notification.get("lifecycleEvent")
             if lifecycle in GRAPH_LIFECYCLE:
                 if lifecycle == "subscriptionRemoved":
                     subscription.status = "stopped"
@@ -130,10 +132,15 @@ async def graph_notifications(request: Request) -> Response:
                         key=f"graph:{subscription.external_id}:{digest}",
                         payload={"calendar_id": mailbox, "event_id": event_id})
         if not accepted:
-            raise HTTPException(403, "no notification carries a known subscription and its clientState")
+            raise HTTPException(403, "no notification carries a live subscription of ours and its clientState")
 
     await run_in_threadpool(_commit, runtime, work)
     return Response(status_code=202)
+
+
+def _expired(subscription, runtime: Runtime) -> bool:
+    """Graph still sends lifecycle events around a subscription's expiry, but no change after it."""
+    return subscription.expires_at is not None and subscription.expires_at <= runtime.now()
 
 
 # --- HubSpot app webhooks -------------------------------------------------------------------------
