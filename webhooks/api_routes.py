@@ -7,14 +7,13 @@ makes one. A missing key answers 401, a wrong one 403, and neither leaves a trac
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import datetime
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from core import handoff, textback
+from core import constant_time, handoff, textback
 from core.config import Tenant, to_e164
 from core.outbox import Pending
 from core.store.tables import Conversation
@@ -58,7 +57,7 @@ def _require_bearer(authorization: str | None) -> None:
 
 
 def _key_matches(tenant: Tenant, authorization: str) -> bool:
-    return tenant.api_key_sha256 is not None and hmac.compare_digest(hash_key(authorization[7:].strip()),
+    return tenant.api_key_sha256 is not None and constant_time.equal(hash_key(authorization[7:].strip()),
                                                                      tenant.api_key_sha256)
 
 

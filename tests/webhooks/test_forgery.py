@@ -266,9 +266,20 @@ def _admin_reply(w: World, *, session: str | None = "a", csrf_of: str | None = "
                 {SESSION_COOKIE: token} if token else {})
 
 
+def _replace(call: Call, header: str, value: str) -> Call:
+    return Call(call.path, call.content, call.headers | {header: value}, call.cookies)
+
+
+def _replace_form(call: Call, name: str, value: str) -> Call:
+    form = dict(httpx.QueryParams(call.content.decode())) | {name: value}
+    return Call(call.path, httpx.QueryParams(form).__str__().encode(), call.headers, call.cookies)
+
+
 def _post(w: World, call: Call) -> httpx.Response:
     with httpx.Client(base_url=w.url, timeout=20, cookies=call.cookies) as http:
-        return http.post(call.path, content=call.content, headers=call.headers)
+        # Header values go as latin-1 bytes, as a client may send them (httpx refuses str beyond ASCII).
+        headers = {k: v.encode("latin-1") if not v.isascii() else v for k, v in call.headers.items()}
+        return http.post(call.path, content=call.content, headers=headers)
 
 
 # --- the matrix ----------------------------------------------------------------------------------------------
@@ -320,6 +331,20 @@ FORGERIES |= {
     "admin session stale": (lambda w: _admin_reply(w, session="a-expired", csrf_of="a-expired"), SIGN_IN_REDIRECT),
     "admin csrf missing": (lambda w: _admin_reply(w, csrf_of=None), 403),
     "admin csrf other tenant": (lambda w: _admin_reply(w, csrf_of="b"), 403),
+}
+# Proofs that are not ASCII: a plain compare_digest raises TypeError on them (a 500); they are forgeries like any.
+NOT_ASCII = "signatur\u00e9"
+FORGERIES |= {
+    "hubspot not ascii": (lambda w: _replace(_hubspot(w), "X-HubSpot-Signature-v3", NOT_ASCII), 403),
+    "hubspot timestamp not a number": (lambda w: _replace(_hubspot(w), "X-HubSpot-Request-Timestamp", "\u00b2"), 403),
+    "hubspot timestamp out of range": (lambda w: _replace(_hubspot(w), "X-HubSpot-Request-Timestamp", "9" * 40), 403),
+    "clio not ascii": (lambda w: _clio(w, signature=NOT_ASCII), 403),
+    "google not ascii": (lambda w: _google(w, token=NOT_ASCII), 403),
+    "microsoft not ascii": (lambda w: _graph(w, client_state=NOT_ASCII), 403),
+    "api not ascii": (lambda w: _api(w, key=NOT_ASCII), 403),
+    "admin login csrf not ascii": (lambda w: _login(w, form_csrf=NOT_ASCII), 403),
+    "admin csrf not ascii": (lambda w: _replace_form(_admin_reply(w), "csrf", NOT_ASCII), 403),
+    "/twilio/sms not ascii": (lambda w: _twilio(w, "/twilio/sms", signature=NOT_ASCII), 403),
 }
 
 GENUINE: dict[str, tuple[Callable[[World], Call], int]] = {

@@ -37,7 +37,7 @@ bodies = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=1600),
     st.text(alphabet=st.sampled_from("😀👍🏽🙏\u200b\u202e\x00\x07\r\n\t yesno12 "), max_size=200),
     st.sampled_from(["STOP", "stop!!", "HELP", "START", "1", "the 2nd one pls", "Its about my divorce 😭",
-                     "no\x00", "x" * 1600, "é" * 1601]),
+                     "no\x00", "x" * 1600, "é" * 1601, "\u00b2", "option \u00b9", "\ud800 hi"]),
 )
 numbers = st.one_of(st.from_regex(r"\+1555\d{7}", fullmatch=True), st.text(max_size=20),
                     st.sampled_from(["", "+", "anonymous", "client:alice", "+15550001111", "266696687"]))
@@ -67,13 +67,15 @@ FORMS = {
                                                                "DialCallDuration": duration}),
         maybe(sids), maybe(numbers), maybe(st.sampled_from(["in-progress", "completed", "??"])),
         maybe(st.one_of(st.sampled_from(["no-answer", "busy", "failed", "completed", "canceled"]), st.text(max_size=10))),
-        maybe(st.one_of(st.integers(-5, 10**6).map(str), st.text(max_size=8))), extra),
+        maybe(st.one_of(st.integers(-5, 10**6).map(str), st.text(max_size=8),
+                        st.sampled_from(["\u00b2", "\u0663", "9" * 12, "9" * 5000]))), extra),
     "/twilio/sms/status": st.builds(
         lambda sid, status, code, more: _form({**more, "MessageSid": sid, "MessageStatus": status, "ErrorCode": code,
                                                "From": BUSINESS, "To": "+15550103333"}),
         maybe(sids), maybe(st.one_of(st.sampled_from(["queued", "sent", "delivered", "undelivered", "failed"]),
                                      st.text(max_size=12))),
-        maybe(st.one_of(st.integers(0, 99999).map(str), st.text(max_size=6))), extra),
+        maybe(st.one_of(st.integers(0, 99999).map(str), st.text(max_size=6), st.sampled_from(["\u00b2", "9" * 12]))),
+        extra),
 }
 
 

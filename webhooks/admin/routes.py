@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from core import admin_accounts
+from core import admin_accounts, constant_time
 from core.admin_accounts import Viewer
 from core.jobs import OutboxStatus
 from core.outcomes import missed_call_outcomes
@@ -57,7 +57,7 @@ def current_viewer(request: Request) -> Viewer:
 
 
 def check_csrf(viewer: Viewer, token: str) -> None:
-    if not token or not secrets.compare_digest(token, viewer.csrf_token):
+    if not token or not constant_time.equal(token, viewer.csrf_token):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
@@ -91,7 +91,7 @@ def login_form(request: Request, failed: bool = False) -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, email: str = Form(""), password: str = Form(""), csrf: str = Form("")) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not csrf or not secrets.compare_digest(csrf, expected):
+    if not csrf or not constant_time.equal(csrf, expected):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
     runtime = runtime_of(request)
     with runtime.db.transaction() as session:
