@@ -12,6 +12,7 @@ from fastapi import HTTPException, Request
 from twilio.request_validator import RequestValidator
 
 from core.config import Tenant
+from core.storable import storable
 from sync.runtime import Runtime
 
 
@@ -58,7 +59,8 @@ async def _verified(request: Request, number_fields: tuple[str, ...]) -> Verifie
         request.app.state.signature_failures.report(tenant_id=tenant.id, checked_url=url, seen_url=str(request.url),
                                       signed=bool(signature))
         raise HTTPException(403, "invalid or missing X-Twilio-Signature")
-    return VerifiedRequest(tenant=tenant, form=form)
+    # Signed as sent; stored as the database can (PostgreSQL refuses NUL): see core/storable.py.
+    return VerifiedRequest(tenant=tenant, form={storable(k): storable(v) for k, v in form.items()})
 
 
 def require(form: dict[str, str], *names: str) -> list[str]:

@@ -2,8 +2,11 @@
 and the engine's text input. Unicode, emoji, control characters, 1,600-character bodies, missing and odd
 fields: never a 5xx, never an unhandled exception in the logs, never a text over Twilio's 1,600 characters.
 
-CI runs FUZZ_EXAMPLES examples per test (default 60); `TEXTBACK_FUZZ_EXAMPLES=2500 pytest tests/webhooks/test_fuzz.py`
-gives the issue's 10,000 generated requests (4 HTTP tests × 2,500).
+The HTTP tests run on SQLite and on PostgreSQL (which refuses NUL in text: core/storable.py drops it at the
+edge), and so does the engine's.
+
+CI runs FUZZ_EXAMPLES examples per test (default 60); `TEXTBACK_FUZZ_EXAMPLES=1250 pytest tests/webhooks/test_fuzz.py`
+gives the issue's 10,000 generated requests (4 HTTP tests × 2 databases × 1,250).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import func, select
 
-from core.config import Tenant
+from connectors.registry import validate_connector
+from core.config import Tenant, load_tenants
 from core.inbound import inbound_sms
 from core.outbox import Pending
 from core.store.migrate import upgrade
+from core.storable import storable
 from core.store.tables import Message
 from sandbox.twilio import post_signed
+from sync.embedded import Embedded
 from tests.webhooks.conftest import BUSINESS
 
 FUZZ_EXAMPLES = int(os.environ.get("TEXTBACK_FUZZ_EXAMPLES", "60"))
@@ -37,7 +43,7 @@ bodies = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=1600),
     st.text(alphabet=st.sampled_from("😀👍🏽🙏\u200b\u202e\x00\x07\r\n\t yesno12 "), max_size=200),
     st.sampled_from(["STOP", "stop!!", "HELP", "START", "1", "the 2nd one pls", "Its about my divorce 😭",
-                     "no\x00", "x" * 1600, "é" * 1601, "\u00b2", "option \u00b9", "\ud800 hi"]),
+                     "no\x00", "x" * 1600, "é" * 1601, "\u00b2", "option \u00b9"]),
 )
 numbers = st.one_of(st.from_regex(r"\+1555\d{7}", fullmatch=True), st.text(max_size=20),
                     st.sampled_from(["", "+", "anonymous", "client:alice", "+15550001111", "266696687"]))
@@ -79,6 +85,14 @@ FORMS = {
 }
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def textback(request, tenants_path):
+    """textback embedded on each database the product supports."""
+    db = request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_db")
+    with Embedded(db=db, tenants=load_tenants(tenants_path, validate_connector=validate_connector)) as embedded:
+        yield embedded
+
+
 @pytest.mark.parametrize("path", sorted(FORMS))
 def test_generated_signed_twilio_webhooks_never_get_a_5xx_nor_log_an_unhandled_exception(textback, stack, caplog, path):
     caplog.set_level(logging.ERROR)
@@ -103,20 +117,46 @@ def test_the_engine_reads_any_text_a_caller_sends_and_answers_within_twilios_lim
 
     db = Database(f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/fuzz.db")
     upgrade(db.engine)
-    tenant = Tenant(id="t1", name="Smith & Lee Law", vertical="law", timezone="America/New_York",
-                    phone_numbers=[BUSINESS], missed_call={"mode": "forwarded"}, contact="(555) 000-1111",
-                    handoff_to=["+15550009999"], hours={"mon": "09:00-17:00"})
-    now = datetime(2031, 3, 4, 15, 0, tzinfo=timezone.utc)
     try:
-        for body in replies:
-            with db.transaction() as session:
-                inbound_sms(session, tenant=tenant, message_sid=f"SM{next(_sids):032d}", caller="+15550103333",
-                            called=BUSINESS, body=body, now=now, pending=Pending())
-        with db.transaction() as session:
-            stored = session.scalar(select(func.count()).select_from(Message).where(Message.direction == "inbound"))
-            longest = session.scalar(select(func.max(func.length(Message.body))).where(Message.direction == "outbound"))
-        # Every text is kept; what we send back fits one Twilio message
-        assert stored == len(replies)
-        assert longest is None or longest <= 1600
+        _converse(db, replies, caller="+15550103333")
     finally:
         db.dispose()
+
+
+_callers = itertools.count(1)
+
+
+def test_on_postgresql_the_engine_reads_any_text_the_edge_lets_through(postgres_db):
+    # One database for every example (creating one each time is what costs); each example is a new caller.
+    @FUZZ
+    @given(replies=st.lists(bodies, min_size=1, max_size=6))
+    def converse(replies):
+        _converse(postgres_db, [storable(body) for body in replies], caller=f"+1555{next(_callers):07d}")
+
+    converse()
+
+
+TENANT = Tenant(id="t1", name="Smith & Lee Law", vertical="law", timezone="America/New_York",
+                phone_numbers=[BUSINESS], missed_call={"mode": "forwarded"}, contact="(555) 000-1111",
+                handoff_to=["+15550009999"], hours={"mon": "09:00-17:00"})
+
+
+def _converse(db, replies: list[str], *, caller: str) -> None:
+    """The caller sends every reply in turn; each is kept, and what we send back fits one Twilio message."""
+    now = datetime(2031, 3, 4, 15, 0, tzinfo=timezone.utc)
+    for body in replies:
+        with db.transaction() as session:
+            inbound_sms(session, tenant=TENANT, message_sid=f"SM{next(_sids):032d}", caller=caller,
+                        called=BUSINESS, body=body, now=now, pending=Pending())
+    with db.transaction() as session:
+        theirs = (Message.direction == "inbound", Message.lead_id.in_(_lead_ids(caller)))
+        stored = session.scalar(select(func.count()).select_from(Message).where(*theirs))
+        longest = session.scalar(select(func.max(func.length(Message.body))).where(Message.direction == "outbound"))
+    assert stored == len(replies)
+    assert longest is None or longest <= 1600
+
+
+def _lead_ids(caller: str):
+    from core.store.tables import Lead
+
+    return select(Lead.id).where(Lead.phone == caller).scalar_subquery()

@@ -22,6 +22,7 @@ from core.jobs import OutboxStatus
 from core.outcomes import missed_call_outcomes
 from core.report import build_report
 from core.staff import admin_reply
+from core.storable import storable
 from core.store.outbox_admin import REPLAYABLE, RowFilter, replay
 from core.store.repo import transcript
 from core.store.tables import Connection, Conversation, Lead, OptOutEvent, OutboxRow
@@ -95,7 +96,7 @@ def login(request: Request, email: str = Form(""), password: str = Form(""), csr
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
     runtime = runtime_of(request)
     with runtime.db.transaction() as session:
-        token = admin_accounts.sign_in(session, email=email, password=password, now=runtime.now())
+        token = admin_accounts.sign_in(session, email=storable(email), password=password, now=runtime.now())
     if token is None:
         return RedirectResponse("/admin/login?failed=1", status_code=303)
     response = RedirectResponse("/admin", status_code=303)
@@ -190,7 +191,7 @@ def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(curre
         tenant = runtime.tenants.get(conversation.tenant_id)
         if tenant is None:
             raise HTTPException(404, f"no conversation {conversation_id}")
-        refused = admin_reply(session, tenant=tenant, conversation=conversation, by=viewer.email, text=body,
+        refused = admin_reply(session, tenant=tenant, conversation=conversation, by=viewer.email, text=storable(body),
                               now=runtime.now(), pending=pending)
     runtime.dispatch(pending)
     note = refused or "sent: the reply is queued and the bot is paused for this conversation"
