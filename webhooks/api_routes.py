@@ -21,6 +21,7 @@ from core.storable import storable
 from core.store.tables import Conversation
 from sync import metrics
 from sync.runtime import Runtime
+from webhooks.params import RowId
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 # NUL dropped and lone surrogates mended before pydantic sees them (it refuses the latter): core/storable.py
@@ -104,7 +105,7 @@ async def report_missed_call(report: MissedCallReport, request: Request,
 
 
 @router.post("/conversations/{conversation_id}/takeover", response_model=TakeoverResult)
-async def takeover(conversation_id: int, request: Request, authorization: str | None = Header(None),
+async def takeover(conversation_id: RowId, request: Request, authorization: str | None = Header(None),
                    by: str = "staff") -> TakeoverResult:
     """Staff take a conversation over: the bot sends nothing more in it."""
     runtime: Runtime = request.app.state.runtime

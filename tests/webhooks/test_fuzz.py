@@ -45,9 +45,11 @@ bodies = st.one_of(
     st.sampled_from(["STOP", "stop!!", "HELP", "START", "1", "the 2nd one pls", "Its about my divorce 😭",
                      "no\x00", "x" * 1600, "é" * 1601, "\u00b2", "option \u00b9"]),
 )
-numbers = st.one_of(st.from_regex(r"\+1555\d{7}", fullmatch=True), st.text(max_size=20),
+# Longer than any column they land in, too (PostgreSQL refuses what SQLite would truncate nothing of).
+too_long = st.text(alphabet="AB0123456789+", min_size=65, max_size=300)
+numbers = st.one_of(st.from_regex(r"\+1555\d{7}", fullmatch=True), st.text(max_size=20), too_long,
                     st.sampled_from(["", "+", "anonymous", "client:alice", "+15550001111", "266696687"]))
-sids = st.one_of(st.builds(lambda: f"SM{next(_sids):032d}"), st.text(max_size=40))
+sids = st.one_of(st.builds(lambda: f"SM{next(_sids):032d}"), st.text(max_size=40), too_long)
 extra = st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=30), max_size=3)
 
 
@@ -68,18 +70,20 @@ FORMS = {
                                maybe(sids), maybe(numbers), st.one_of(st.just(BUSINESS), numbers),
                                maybe(st.sampled_from(["ringing", "in-progress", "completed", "", "ringing\x00"])), extra),
     "/twilio/voice/dial-complete": st.builds(
-        lambda sid, frm, status, dial, duration, more: _form({**more, "CallSid": sid, "From": frm, "To": BUSINESS,
-                                                               "CallStatus": status, "DialCallStatus": dial,
-                                                               "DialCallDuration": duration}),
+        lambda sid, frm, status, dial, duration, more, answered_by: _form({
+            **more, "CallSid": sid, "From": frm, "To": BUSINESS, "CallStatus": status, "DialCallStatus": dial,
+            "DialCallDuration": duration, "AnsweredBy": answered_by}),
         maybe(sids), maybe(numbers), maybe(st.sampled_from(["in-progress", "completed", "??"])),
-        maybe(st.one_of(st.sampled_from(["no-answer", "busy", "failed", "completed", "canceled"]), st.text(max_size=10))),
+        maybe(st.one_of(st.sampled_from(["no-answer", "busy", "failed", "completed", "canceled"]), st.text(max_size=10),
+                        too_long)),
         maybe(st.one_of(st.integers(-5, 10**6).map(str), st.text(max_size=8),
-                        st.sampled_from(["\u00b2", "\u0663", "9" * 12, "9" * 5000]))), extra),
+                        st.sampled_from(["\u00b2", "\u0663", "9" * 12, "9" * 5000]))), extra,
+        maybe(st.one_of(st.sampled_from(["human", "machine_start", "machine_end_beep", "fax", "unknown"]), too_long))),
     "/twilio/sms/status": st.builds(
         lambda sid, status, code, more: _form({**more, "MessageSid": sid, "MessageStatus": status, "ErrorCode": code,
                                                "From": BUSINESS, "To": "+15550103333"}),
         maybe(sids), maybe(st.one_of(st.sampled_from(["queued", "sent", "delivered", "undelivered", "failed"]),
-                                     st.text(max_size=12))),
+                                     st.text(max_size=12), too_long)),
         maybe(st.one_of(st.integers(0, 99999).map(str), st.text(max_size=6), st.sampled_from(["\u00b2", "9" * 12]))),
         extra),
 }

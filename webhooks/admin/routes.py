@@ -28,6 +28,7 @@ from core.store.repo import transcript
 from core.store.tables import Connection, Conversation, Lead, OptOutEvent, OutboxRow
 from sync.runtime import Runtime
 from webhooks.admin import charts
+from webhooks.params import RowId
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -163,7 +164,7 @@ def _visible_conversation(session, viewer: Viewer, conversation_id: int) -> Conv
 
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
-def conversation_page(request: Request, conversation_id: int, viewer: Viewer = Depends(current_viewer),
+def conversation_page(request: Request, conversation_id: RowId, viewer: Viewer = Depends(current_viewer),
                       note: str | None = None) -> HTMLResponse:
     runtime = runtime_of(request)
     with runtime.db.transaction() as session:
@@ -179,7 +180,7 @@ def conversation_page(request: Request, conversation_id: int, viewer: Viewer = D
 
 
 @router.post("/conversations/{conversation_id}/reply")
-def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(current_viewer), csrf: str = Form(""),
+def reply(request: Request, conversation_id: RowId, viewer: Viewer = Depends(current_viewer), csrf: str = Form(""),
           body: str = Form("")) -> Response:
     check_csrf(viewer, csrf)
     runtime = runtime_of(request)
@@ -242,7 +243,7 @@ def test_connection(request: Request, tenant_id: str, viewer: Viewer = Depends(c
 
 
 @router.post("/outbox/{outbox_id}/replay")
-def replay_row(request: Request, outbox_id: int, viewer: Viewer = Depends(current_viewer),
+def replay_row(request: Request, outbox_id: RowId, viewer: Viewer = Depends(current_viewer),
                csrf: str = Form("")) -> Response:
     check_csrf(viewer, csrf)
     runtime = runtime_of(request)

@@ -1,4 +1,8 @@
-"""Text PostgreSQL cannot store (NUL, lone surrogates) is dropped where it enters; the request is answered as usual.
+"""Input PostgreSQL cannot store is made storable where it enters; the request is answered as usual.
+
+Found by the fuzz and schemathesis runs on PostgreSQL, each a 500 there and not on SQLite: NUL and lone
+surrogates in text, Twilio fields longer than their columns, API idempotency keys longer than a CallSid,
+row ids beyond INTEGER.
 
 PostgreSQL refuses U+0000 in text columns and in query parameters, and UTF-8 has no encoding for a lone
 surrogate (JSON can carry one: "\\ud800"). Kept as they come, either is a 500 on PostgreSQL, though SQLite
@@ -121,3 +125,33 @@ def test_the_admin_sign_in_with_a_nul_in_the_email_is_a_failed_sign_in_on_postgr
 def test_storable_drops_nul_and_mends_lone_surrogates_and_keeps_everything_else(raw, kept):
     assert storable(raw) == kept
     assert storable_tree({"k\x00": [raw, 1, None, {"x": raw}]}) == {"k": [kept, 1, None, {"x": kept}]}
+
+
+def test_a_long_idempotency_key_is_kept_as_a_digest_and_a_retry_with_it_is_a_duplicate_on_postgresql(pg):
+    report = {"caller": "+15550104444", "called": BUSINESS, "occurred_at": "2031-06-02T10:00:00-04:00",
+              "idempotency_key": "k" * 100}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    first = httpx.post(pg.url + "/api/v1/missed-calls", json=report, headers=headers)
+    again = httpx.post(pg.url + "/api/v1/missed-calls", json=report, headers=headers)
+
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+    with pg.runtime.db.transaction() as s:
+        assert len(s.scalar(select(Call.call_sid))) <= 64
+
+
+def test_twilio_fields_longer_than_their_columns_are_clipped_or_refused_on_postgresql(pg, pg_phone):
+    ring = pg_phone.signed_post("/twilio/voice", {"CallSid": "CA" + "4" * 32, "From": "client:" + "a" * 60,
+                                                  "To": BUSINESS, "CallStatus": "ringing"})
+    long_sid = pg_phone.signed_post("/twilio/voice", {"CallSid": "CA" + "4" * 80, "From": CALLER, "To": BUSINESS})
+
+    assert ring.status_code == 200 and long_sid.status_code == 400
+    with pg.runtime.db.transaction() as s:
+        assert s.scalar(select(Call.from_number)) == ("client:" + "a" * 60)[:32]
+
+
+def test_a_row_id_beyond_postgresqls_integer_is_a_422(pg):
+    answer = httpx.post(f"{pg.url}/api/v1/conversations/{2**40}/takeover", headers={"Authorization": f"Bearer {API_KEY}"})
+
+    assert answer.status_code == 422
