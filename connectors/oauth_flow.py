@@ -23,6 +23,7 @@ from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.oauth import OAuthClient
+from core import constant_time
 from core.store import connections
 from core.store.connections import TokenCipher
 from core.store.db import Database
@@ -142,7 +143,7 @@ def connect(
         request = authorization_request(client, redirect_uri=listener.redirect_uri)
         open_url(request.url)
         params = listener.wait(timeout=timeout)
-    if not secrets.compare_digest(params.get("state", ""), request.state):
+    if not constant_time.equal(params.get("state"), request.state):
         raise ConnectError("the callback's state does not match this authorization (a stale or forged "
                            "redirect); nothing was stored, run the command again")
     if "error" in params or "code" not in params:

@@ -25,6 +25,7 @@ Business hours choose the in-hours or the after-hours first message.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,7 +37,7 @@ from core.engine.conversation import opening
 from core.hours import is_open, label_opening, next_opening
 from core.outbox import Kind, Pending, queue_text
 from core.store.repo import lead_for, open_conversation
-from core.store.tables import Call, Conversation
+from core.store.tables import CALL_SID_LENGTH, Call, Conversation
 
 MISSED_DIAL_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
 
@@ -109,12 +110,20 @@ def reported_missed_call(
     now: datetime, pending: Pending,
 ) -> MissedCallOutcome:
     """Another phone system reports a miss (POST /api/v1/missed-calls): same policy, same dedupe."""
-    call = call_started(session, tenant=tenant, call_sid=f"api:{tenant.id}:{idempotency_key}", caller=caller,
+    call = call_started(session, tenant=tenant, call_sid=api_call_sid(tenant.id, idempotency_key), caller=caller,
                         called=called, now=min(occurred_at, now), source="api")
     if call.status != "ringing":
         return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
     call.dial_status = "reported"
     return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
+
+
+def api_call_sid(tenant_id: str, idempotency_key: str) -> str:
+    """The CallSid a reported call is kept under: readable when it fits the column (64), a digest when not."""
+    readable = f"api:{tenant_id}:{idempotency_key}"
+    if len(readable) <= CALL_SID_LENGTH:
+        return readable
+    return "api:" + hashlib.sha256(f"{tenant_id}:{idempotency_key}".encode()).hexdigest()[:CALL_SID_LENGTH - 4]
 
 
 def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pending: Pending) -> MissedCallOutcome:

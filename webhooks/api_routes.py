@@ -7,31 +7,35 @@ makes one. A missing key answers 401, a wrong one 403, and neither leaves a trac
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from core import handoff, textback
+from core import constant_time, handoff, textback
 from core.config import Tenant, to_e164
 from core.outbox import Pending
+from core.storable import storable
 from core.store.tables import Conversation
 from sync import metrics
 from sync.runtime import Runtime
+from webhooks.params import RowId
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
+# NUL dropped and lone surrogates mended before pydantic sees them (it refuses the latter): core/storable.py
+StorableStr = Annotated[str, BeforeValidator(lambda value: storable(value) if isinstance(value, str) else value)]
 
 
 class MissedCallReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    caller: str = Field(description="The caller's number, E.164 preferred", examples=["+13105550123"])
-    called: str = Field(description="The business number that was called (identifies the tenant)",
+    caller: StorableStr = Field(description="The caller's number, E.164 preferred", examples=["+13105550123"])
+    called: StorableStr = Field(description="The business number that was called (identifies the tenant)",
                         examples=["+15550001111"])
     occurred_at: datetime = Field(description="When the call was missed (ISO 8601 with offset)")
-    idempotency_key: str = Field(min_length=1, max_length=100,
+    idempotency_key: StorableStr = Field(min_length=1, max_length=100,
                                  description="Unique per call in your system; a retry with the same key does nothing")
 
 
@@ -58,7 +62,7 @@ def _require_bearer(authorization: str | None) -> None:
 
 
 def _key_matches(tenant: Tenant, authorization: str) -> bool:
-    return tenant.api_key_sha256 is not None and hmac.compare_digest(hash_key(authorization[7:].strip()),
+    return tenant.api_key_sha256 is not None and constant_time.equal(hash_key(authorization[7:].strip()),
                                                                      tenant.api_key_sha256)
 
 
@@ -101,7 +105,7 @@ async def report_missed_call(report: MissedCallReport, request: Request,
 
 
 @router.post("/conversations/{conversation_id}/takeover", response_model=TakeoverResult)
-async def takeover(conversation_id: int, request: Request, authorization: str | None = Header(None),
+async def takeover(conversation_id: RowId, request: Request, authorization: str | None = Header(None),
                    by: str = "staff") -> TakeoverResult:
     """Staff take a conversation over: the bot sends nothing more in it."""
     runtime: Runtime = request.app.state.runtime
@@ -115,7 +119,7 @@ async def takeover(conversation_id: int, request: Request, authorization: str | 
             if conversation is None or tenant is None or not _key_matches(tenant, authorization):
                 # Another tenant's conversation looks exactly like one that does not exist.
                 raise HTTPException(404, f"no conversation {conversation_id} for this API key")
-            handoff.take_over(session, conversation=conversation, by=by, now=runtime.now(), pending=pending)
+            handoff.take_over(session, conversation=conversation, by=storable(by), now=runtime.now(), pending=pending)
         runtime.dispatch(pending)
         return TakeoverResult(conversation_id=conversation_id, paused=True)
 

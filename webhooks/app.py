@@ -12,10 +12,13 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
+from core.storable import storable_tree
 from sync import logs, metrics
 from sync.runtime import Runtime
 from webhooks import admin, api_routes, sync_routes, twilio_routes
@@ -37,9 +40,22 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     app.include_router(sync_routes.router)
     app.include_router(admin.router)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422, with the input it echoes made encodable: a lone surrogate in a JSON body would
+        make the default handler's response a UnicodeEncodeError (a 500)."""
+        return JSONResponse({"detail": storable_tree(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(admin.routes.SignInRequired)
     async def sign_in_first(request: Request, exc: Exception) -> Response:
         return RedirectResponse("/admin/login", status_code=303)
+
+    @app.middleware("http")
+    async def refuse_nul_in_the_url(request: Request, call_next):
+        """No URL of ours has a NUL in its path or query, and PostgreSQL cannot look one up: 400, not a 500."""
+        if "\x00" in request.scope["path"] or b"%00" in request.scope["query_string"].lower():
+            return JSONResponse({"detail": "the URL contains a NUL character (%00)"}, status_code=400)
+        return await call_next(request)
 
     @app.middleware("http")
     async def time_and_log_requests(request: Request, call_next):

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.config import Tenant
 from core.outbox import Kind, Pending
+from core.storable import storable_tree
 from core.store import sync_state
 from sync.runtime import Runtime
 from webhooks.vendor_auth import Forged, Unsigned, check_clio, check_hubspot
@@ -89,7 +90,7 @@ async def graph_notifications(request: Request) -> Response:
         return PlainTextResponse(token, status_code=200)
     runtime: Runtime = request.app.state.runtime
     try:
-        notifications = (await request.json())["value"]
+        notifications = storable_tree(await request.json())["value"]
         if not isinstance(notifications, list) or not all(isinstance(n, dict) for n in notifications):
             raise ValueError
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -104,9 +105,11 @@ async def graph_notifications(request: Request) -> Response:
                                                    external_id=str(notification.get("subscriptionId")))
             if subscription is None or not sync_state.secret_matches(subscription, notification.get("clientState")):
                 continue  # not ours, or forged: dropped (the whole request is refused if nothing is ours)
+            lifecycle = notification.get("lifecycleEvent")
+            if subscription.status == "stopped" or (lifecycle not in GRAPH_LIFECYCLE and _expired(subscription, runtime)):
+                continue  # a subscription we replaced or let lapse proves nothing now (a captured, replayed request)
             accepted += 1
             tenant_id, mailbox = subscription.tenant_id, subscription.resource
-            lifecycle = notification.get("lifecycleEvent")
             if lifecycle in GRAPH_LIFECYCLE:
                 if lifecycle == "subscriptionRemoved":
                     subscription.status = "stopped"
@@ -130,10 +133,15 @@ async def graph_notifications(request: Request) -> Response:
                         key=f"graph:{subscription.external_id}:{digest}",
                         payload={"calendar_id": mailbox, "event_id": event_id})
         if not accepted:
-            raise HTTPException(403, "no notification carries a known subscription and its clientState")
+            raise HTTPException(403, "no notification carries a live subscription of ours and its clientState")
 
     await run_in_threadpool(_commit, runtime, work)
     return Response(status_code=202)
+
+
+def _expired(subscription, runtime: Runtime) -> bool:
+    """Graph still sends lifecycle events around a subscription's expiry, but no change after it."""
+    return subscription.expires_at is not None and subscription.expires_at <= runtime.now()
 
 
 # --- HubSpot app webhooks -------------------------------------------------------------------------
@@ -145,7 +153,7 @@ async def hubspot_events(request: Request) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     tenant = _hubspot_tenant(runtime, request, body, headers)
     try:
-        events = json.loads(body)
+        events = storable_tree(json.loads(body))  # verified over the raw body; stored as PostgreSQL can
         if not isinstance(events, list) or not all(isinstance(e, dict) and "eventId" in e for e in events):
             raise ValueError
     except (ValueError, UnicodeDecodeError):
@@ -253,7 +261,7 @@ async def clio_hook(path_token: str, request: Request) -> Response:
         except Forged as exc:
             raise HTTPException(403, str(exc)) from None
         try:
-            delivery = json.loads(body)
+            delivery = storable_tree(json.loads(body))
             data, meta = delivery["data"], delivery.get("meta") or {}
             record_id = str(data["id"])
         except (ValueError, KeyError, TypeError):

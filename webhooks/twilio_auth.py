@@ -12,7 +12,15 @@ from fastapi import HTTPException, Request
 from twilio.request_validator import RequestValidator
 
 from core.config import Tenant
+from core.storable import storable
+from core.store.tables import Call, Message
 from sync.runtime import Runtime
+
+
+_CALLS, _MESSAGES = Call.__table__.c, Message.__table__.c
+FIELD_LENGTHS = {"From": _CALLS.from_number.type.length, "To": _CALLS.to_number.type.length,
+                 "DialCallStatus": _CALLS.dial_status.type.length, "AnsweredBy": _CALLS.answered_by.type.length,
+                 "MessageStatus": _MESSAGES.status.type.length}
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,25 @@ async def _verified(request: Request, number_fields: tuple[str, ...]) -> Verifie
         request.app.state.signature_failures.report(tenant_id=tenant.id, checked_url=url, seen_url=str(request.url),
                                       signed=bool(signature))
         raise HTTPException(403, "invalid or missing X-Twilio-Signature")
-    return VerifiedRequest(tenant=tenant, form=form)
+    return VerifiedRequest(tenant=tenant, form=_storable(form))
+
+
+def _storable(form: dict[str, str]) -> dict[str, str]:
+    """Signed as sent; kept as the database can: no NUL (core/storable.py), and the fields stored in short
+    columns clipped to them (PostgreSQL refuses longer; a `From` of 40 characters is no phone number anyway,
+    and is skipped as one)."""
+    kept = {storable(k): storable(v) for k, v in form.items()}
+    return {k: v[:FIELD_LENGTHS[k]] if k in FIELD_LENGTHS else v for k, v in kept.items()}
+
+
+SID_LENGTH = 64  # Twilio's SIDs are 34 characters; the columns that keep them hold 64
 
 
 def require(form: dict[str, str], *names: str) -> list[str]:
     missing = [n for n in names if not form.get(n)]
     if missing:
         raise HTTPException(400, f"missing form field(s): {', '.join(missing)}")
+    too_long = [n for n in names if n.endswith("Sid") and len(form[n]) > SID_LENGTH]
+    if too_long:
+        raise HTTPException(400, f"{', '.join(too_long)} longer than {SID_LENGTH} characters is not a Twilio SID")
     return [form[n] for n in names]

@@ -44,7 +44,8 @@ def _in_transaction(runtime: Runtime, work):
 
 def _int(form: dict[str, str], name: str) -> int | None:
     value = form.get(name)
-    return int(value) if value and value.isdigit() else None
+    # ASCII digits only ("²" passes isdigit, not int), and short enough for an INTEGER column on PostgreSQL.
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 @router.post("/voice")

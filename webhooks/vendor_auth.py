@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 from hubspot.utils.signature import Signature
 
+from core import constant_time
+
 HUBSPOT_WINDOW = timedelta(minutes=5)  # HubSpot's documented limit on the age of a v3 request
 
 
@@ -30,18 +32,18 @@ def check_hubspot(*, secret: str, versions: list[str], method: str, uri: str, bo
     v3, timestamp = headers.get("x-hubspot-signature-v3"), headers.get("x-hubspot-request-timestamp")
     legacy, legacy_version = headers.get("x-hubspot-signature"), headers.get("x-hubspot-signature-version", "v1")
     if v3 and "v3" in versions:
-        if not timestamp or not timestamp.isdigit():
-            raise Forged("X-HubSpot-Request-Timestamp is missing or not milliseconds")
+        if not timestamp or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 15):
+            raise Forged("X-HubSpot-Request-Timestamp is missing or not milliseconds")  # ("²" is a digit to isdigit)
         sent = datetime.fromtimestamp(int(timestamp) / 1000, timezone.utc)
         if abs(now - sent) > HUBSPOT_WINDOW:
             raise Forged(f"the request is {abs(now - sent).total_seconds():.0f} s old; HubSpot's limit is 300 s")
         expected = Signature.get_signature(secret, body.decode("utf-8", "replace"), "v3", uri, method, timestamp)
-        if not hmac.compare_digest(expected, v3):
+        if not constant_time.equal(v3, expected):
             raise Forged("X-HubSpot-Signature-v3 does not match")
         return "v3"
     if legacy and legacy_version in ("v1", "v2") and legacy_version in versions:
         expected = Signature.get_signature(secret, body.decode("utf-8", "replace"), legacy_version, uri, method)
-        if not hmac.compare_digest(expected, legacy):
+        if not constant_time.equal(legacy, expected):
             raise Forged(f"X-HubSpot-Signature ({legacy_version}) does not match")
         return legacy_version
     if v3 or legacy:
@@ -57,5 +59,5 @@ def clio_signature(secret: str, body: bytes) -> str:
 def check_clio(*, secret: str, body: bytes, signature: str | None) -> None:
     if not signature:
         raise Unsigned("no X-Hook-Signature")
-    if not hmac.compare_digest(clio_signature(secret, body), signature.strip().lower()):
+    if not constant_time.equal(signature.strip().lower(), clio_signature(secret, body)):
         raise Forged("X-Hook-Signature does not match")

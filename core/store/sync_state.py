@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import constant_time
 from core.store.tables import SyncCursor, SyncSubscription
 
 
 def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()  # JSON may carry lone surrogates
 
 
 def secret_matches(subscription: SyncSubscription, presented: str | None) -> bool:
     """Constant-time check of the token/clientState a notification carries against the stored hash."""
     if not presented or not subscription.secret_sha256:
         return False
-    return hmac.compare_digest(digest(presented), subscription.secret_sha256)
+    return constant_time.equal(digest(presented), subscription.secret_sha256)
 
 
 def subscription(session: Session, *, provider: str, external_id: str) -> SyncSubscription | None:

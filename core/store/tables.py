@@ -50,6 +50,9 @@ def utcnow() -> datetime:
     return clock() if clock is not None else datetime.now(timezone.utc)
 
 
+CALL_SID_LENGTH = 64  # Twilio's are 34; a reported call's is derived to fit (core.textback.api_call_sid)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
@@ -79,7 +82,7 @@ class Call(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    call_sid: Mapped[str] = mapped_column(String(CALL_SID_LENGTH), unique=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     from_number: Mapped[str] = mapped_column(String(32))
     to_number: Mapped[str] = mapped_column(String(32))

@@ -16,17 +16,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from core import admin_accounts
+from core import admin_accounts, constant_time
 from core.admin_accounts import Viewer
 from core.jobs import OutboxStatus
 from core.outcomes import missed_call_outcomes
 from core.report import build_report
 from core.staff import admin_reply
+from core.storable import storable
 from core.store.outbox_admin import REPLAYABLE, RowFilter, replay
 from core.store.repo import transcript
 from core.store.tables import Connection, Conversation, Lead, OptOutEvent, OutboxRow
 from sync.runtime import Runtime
 from webhooks.admin import charts
+from webhooks.params import RowId
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -57,7 +59,7 @@ def current_viewer(request: Request) -> Viewer:
 
 
 def check_csrf(viewer: Viewer, token: str) -> None:
-    if not token or not secrets.compare_digest(token, viewer.csrf_token):
+    if not token or not constant_time.equal(token, viewer.csrf_token):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
@@ -91,11 +93,11 @@ def login_form(request: Request, failed: bool = False) -> HTMLResponse:
 @router.post("/login")
 def login(request: Request, email: str = Form(""), password: str = Form(""), csrf: str = Form("")) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not csrf or not secrets.compare_digest(csrf, expected):
+    if not csrf or not constant_time.equal(csrf, expected):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
     runtime = runtime_of(request)
     with runtime.db.transaction() as session:
-        token = admin_accounts.sign_in(session, email=email, password=password, now=runtime.now())
+        token = admin_accounts.sign_in(session, email=storable(email), password=password, now=runtime.now())
     if token is None:
         return RedirectResponse("/admin/login?failed=1", status_code=303)
     response = RedirectResponse("/admin", status_code=303)
@@ -162,7 +164,7 @@ def _visible_conversation(session, viewer: Viewer, conversation_id: int) -> Conv
 
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
-def conversation_page(request: Request, conversation_id: int, viewer: Viewer = Depends(current_viewer),
+def conversation_page(request: Request, conversation_id: RowId, viewer: Viewer = Depends(current_viewer),
                       note: str | None = None) -> HTMLResponse:
     runtime = runtime_of(request)
     with runtime.db.transaction() as session:
@@ -178,7 +180,7 @@ def conversation_page(request: Request, conversation_id: int, viewer: Viewer = D
 
 
 @router.post("/conversations/{conversation_id}/reply")
-def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(current_viewer), csrf: str = Form(""),
+def reply(request: Request, conversation_id: RowId, viewer: Viewer = Depends(current_viewer), csrf: str = Form(""),
           body: str = Form("")) -> Response:
     check_csrf(viewer, csrf)
     runtime = runtime_of(request)
@@ -190,7 +192,7 @@ def reply(request: Request, conversation_id: int, viewer: Viewer = Depends(curre
         tenant = runtime.tenants.get(conversation.tenant_id)
         if tenant is None:
             raise HTTPException(404, f"no conversation {conversation_id}")
-        refused = admin_reply(session, tenant=tenant, conversation=conversation, by=viewer.email, text=body,
+        refused = admin_reply(session, tenant=tenant, conversation=conversation, by=viewer.email, text=storable(body),
                               now=runtime.now(), pending=pending)
     runtime.dispatch(pending)
     note = refused or "sent: the reply is queued and the bot is paused for this conversation"
@@ -241,7 +243,7 @@ def test_connection(request: Request, tenant_id: str, viewer: Viewer = Depends(c
 
 
 @router.post("/outbox/{outbox_id}/replay")
-def replay_row(request: Request, outbox_id: int, viewer: Viewer = Depends(current_viewer),
+def replay_row(request: Request, outbox_id: RowId, viewer: Viewer = Depends(current_viewer),
                csrf: str = Form("")) -> Response:
     check_csrf(viewer, csrf)
     runtime = runtime_of(request)

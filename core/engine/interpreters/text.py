@@ -129,7 +129,7 @@ def ordinal_pick(tokens: list[str], count: int) -> int | None:
     for i, token in enumerate(tokens):
         if token in ORDINALS:
             picks.add(count if ORDINALS[token] == -1 else ORDINALS[token])
-        elif token.isdigit() and len(token) <= 2:
+        elif token.isdecimal() and len(token) <= 2:  # isdigit() also passes "²", which int() refuses
             picks.add(int(token))
         elif token in CARDINALS and not ordinal_said and (len(tokens) <= 3 or (i and tokens[i - 1] in {"option", "number", "choice"})):
             picks.add(CARDINALS[token])
