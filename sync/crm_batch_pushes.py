@@ -85,14 +85,16 @@ def push_transcripts(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJo
         log, lead_id, key = _conversation_log(runtime, tenant, job.conversation_id)
         notes[job.conversation_id] = KeyedNote(key=key, contact_id=_mapped(runtime, tenant, "lead", lead_id), log=log,
                                                opportunity_id=_mapped(runtime, tenant, "opportunity", job.conversation_id))
+    # The texts first: a batch cut short after them (its budget spent) leaves the notes unmapped, so the rows still
+    # fit a batch on their retry, which finds the texts mapped; the other way round, each would take the single path.
+    if isinstance(crm, ActivityLog):
+        _push_texts(runtime, tenant, crm, notes)
     made = crm.log_conversations(list(notes.values()))
     unfinished = []
     for conversation_id, note in notes.items():
         stored = _remember(runtime, tenant, "conversation_log", conversation_id, made[note.key])
         if stored != made[note.key] or _conversation_log(runtime, tenant, conversation_id)[0] != note.log:
             unfinished.append(conversation_id)  # mapped by another job first, or grown meanwhile
-    if isinstance(crm, ActivityLog):
-        _push_texts(runtime, tenant, crm, {cid: note for cid, note in notes.items() if cid not in unfinished})
     for conversation_id in unfinished:
         _push_transcript(runtime, tenant, conversation_id, notes[conversation_id].contact_id)
 
