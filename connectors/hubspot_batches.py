@@ -71,20 +71,22 @@ class HubSpotBatches:
     """connectors.base.BatchLog for HubSpotCRM."""
 
     def log_conversations(self, notes: list[KeyedNote]) -> dict[str, str]:
-        return self._write_keyed("notes", {note.key: note.contact_id for note in notes}, [
-            (note.key, {"hs_note_body": note_html(note.log.as_text()), "hs_timestamp": hubspot_time(_started(note.log))},
-             {"hs_note_body": note_html(note.log.as_text())},
-             [(note.contact_id, NOTE_TO_CONTACT)] + ([(note.opportunity_id, NOTE_TO_DEAL)] if note.opportunity_id
-                                                     else []))
-            for note in notes], deals={note.key: note.opportunity_id for note in notes})
+        records = []
+        for note in notes:
+            body = {"hs_note_body": note_html(note.log.as_text())}
+            to = [(note.contact_id, NOTE_TO_CONTACT)] + ([(note.opportunity_id, NOTE_TO_DEAL)] if note.opportunity_id
+                                                         else [])
+            records.append((note.key, {**body, "hs_timestamp": hubspot_time(_started(note.log))}, body, to))
+        return self._write_keyed("notes", {note.key: note.contact_id for note in notes}, records,
+                                 deals={note.key: note.opportunity_id for note in notes})
 
     def upsert_opportunities(self, opportunities: list[KeyedOpportunity]) -> dict[str, str]:
-        described = {each.key: {"dealname": each.opportunity.name, "description": each.opportunity.description}
-                     for each in opportunities}
-        return self._write_keyed("deals", {each.key: each.contact_id for each in opportunities}, [
-            (each.key, {**described[each.key], "pipeline": self._config.deal_pipeline,
-                        "dealstage": self._config.deal_stage}, described[each.key], [(each.contact_id, DEAL_TO_CONTACT)])
-            for each in opportunities], deals={})
+        records = []
+        for each in opportunities:
+            described = {"dealname": each.opportunity.name, "description": each.opportunity.description}
+            created = {**described, "pipeline": self._config.deal_pipeline, "dealstage": self._config.deal_stage}
+            records.append((each.key, created, described, [(each.contact_id, DEAL_TO_CONTACT)]))
+        return self._write_keyed("deals", {each.key: each.contact_id for each in opportunities}, records, deals={})
 
     def log_texts(self, texts: list[ContactTexts]) -> dict[str, str]:
         keyed = [(line, each) for each in texts for line in each.lines if line.key]
@@ -169,9 +171,10 @@ class HubSpotBatches:
         linked: set[str] = set()
         ordered = sorted(contact_ids)
         for start in range(0, len(ordered), BATCH_LIMIT):
+            chunk = ordered[start:start + BATCH_LIMIT]
             request = BatchInputPublicFetchAssociationsBatchRequest(inputs=[
-                PublicFetchAssociationsBatchRequest(id=contact_id) for contact_id in ordered[start:start + BATCH_LIMIT]])
-            with self._calling(f"list {len(request.inputs)} contacts' {object_type}"):
+                PublicFetchAssociationsBatchRequest(id=contact_id) for contact_id in chunk])
+            with self._calling(f"list {len(chunk)} contacts' {object_type}"):
                 page = self._link_batch.get_page("contacts", object_type, request, _request_timeout=self._timeout)
             for each in page.results or []:
                 if each.paging and each.paging.next:

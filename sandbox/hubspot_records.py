@@ -292,11 +292,11 @@ class HubSpotRecords:
         started = iso(datetime.now(timezone.utc))
         results, empty = [], []
         with self._lock:
+            live = {record.id for record in self._live(source)}
             for each in inputs:
                 from_id, after = str(each.get("id")), int(each.get("after") or 0)
-                live = {record.id for record in self._live(source)}
-                linked = sorted((int(to_id), type_id) for to_id, type_id in self._links[(source, from_id, target)].items()
-                                ) if from_id in live else []
+                links = self._links[(source, from_id, target)].items() if from_id in live else ()
+                linked = sorted((int(to_id), type_id) for to_id, type_id in links)
                 chosen = [(to_id, type_id) for to_id, type_id in linked if to_id >= after]
                 if not chosen:
                     empty.append(from_id)
@@ -313,7 +313,8 @@ class HubSpotRecords:
         if not empty:
             return 200, body
         body.update(numErrors=len(empty), errors=[{
-            "status": "error", "category": "OBJECT_NOT_FOUND", "message": f"No {target} is associated with {source} {each}",
+            "status": "error", "category": "OBJECT_NOT_FOUND",
+            "message": f"No {target} is associated with {source} {each}",
             "context": {"fromObjectId": [each]}, "errors": [], "links": {}} for each in empty])
         return 207, body
 

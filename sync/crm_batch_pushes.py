@@ -83,8 +83,9 @@ def push_transcripts(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJo
     notes: dict[int, KeyedNote] = {}
     for job in jobs:
         log, lead_id, key = _conversation_log(runtime, tenant, job.conversation_id)
+        deal = _mapped(runtime, tenant, "opportunity", job.conversation_id)
         notes[job.conversation_id] = KeyedNote(key=key, contact_id=_mapped(runtime, tenant, "lead", lead_id), log=log,
-                                               opportunity_id=_mapped(runtime, tenant, "opportunity", job.conversation_id))
+                                               opportunity_id=deal)
     # The texts first: a batch cut short after them (its budget spent) leaves the notes unmapped, so the rows still
     # fit a batch on their retry, which finds the texts mapped; the other way round, each would take the single path.
     if isinstance(crm, ActivityLog):
