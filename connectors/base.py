@@ -190,6 +190,56 @@ class ActivityLog(Protocol):
         ...
 
 
+class KeyedNote(BaseModel):
+    """One conversation's transcript for a batch write: the key it is created under, its contact and deal."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    contact_id: str
+    log: ConversationLog
+    opportunity_id: str | None = None
+
+
+class KeyedOpportunity(BaseModel):
+    """One conversation's deal for a batch write, with the key it is created under and its contact."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    contact_id: str
+    opportunity: Opportunity
+
+
+class ContactTexts(BaseModel):
+    """The texts of one conversation for a batch write (each line with its `key`), its contact and deal."""
+
+    model_config = ConfigDict(frozen=True)
+    contact_id: str
+    lines: list[TranscriptLine]
+    opportunity_id: str | None = None
+
+
+@runtime_checkable
+class BatchLog(Protocol):
+    """An optional CRM capability (HubSpot): the per-conversation writes of many callers at once (a backlog), each
+    call carrying up to 100 records, idempotent by key as the single writes are. Each returns key -> CRM id."""
+
+    def log_conversations(self, notes: list[KeyedNote]) -> dict[str, str]:
+        """Create each transcript not yet created under its key; one found under its key is updated instead."""
+        ...
+
+    def upsert_opportunities(self, opportunities: list[KeyedOpportunity]) -> dict[str, str]:
+        """Create each deal not yet created under its key; one found under its key is updated instead."""
+        ...
+
+    def log_texts(self, texts: list[ContactTexts]) -> dict[str, str]:
+        """log_messages for many conversations at once."""
+        ...
+
+    def link_to_opportunities(self, links: list[tuple[ActivityKind, str, str]]) -> None:
+        """link_to_opportunity for many deals at once: (kind, record id, deal id)."""
+        ...
+
+
 @runtime_checkable
 class CalendarConnector(Protocol):
     def free_busy(self, *, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[BusyInterval]]:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +82,7 @@ from connectors.base import (
 )
 from connectors.hubspot_activities import BATCH_LIMIT, KEY_PROPERTY, HubSpotActivities
 from connectors.hubspot_activities import hubspot_time as _hubspot_time
+from connectors.hubspot_batches import DEAL_TO_CONTACT, NOTE_TO_CONTACT, HubSpotBatches, note_html as _note_html
 from connectors.hubspot_errors import policy_name, vendor_errors
 from connectors.hubspot_phones import as_e164, national_digits, same_number
 from connectors.quota import Meter, OverQuota, Quota, Unmetered, connection_scope, counted
@@ -90,16 +90,12 @@ from core.models import BookingRecord, ContactRecord, ConversationLog, Opportuni
 
 PRODUCTION_URL = "https://api.hubapi.com"
 # HUBSPOT_DEFINED default association type ids, from the activity or deal to the contact.
-NOTE_TO_CONTACT = 202
-DEAL_TO_CONTACT = 3
 MEETING_TO_CONTACT = 200
-NOTE_BODY_LIMIT = 65_536
 KEY_GROUP = "textback"
 BATCH_READ_LIMIT = 100
 SEARCH_PAGE = 200  # the most search returns per page
 SEARCH_CAP = 10_000  # search returns no result past the 10,000th
 _EXISTING_ID = re.compile(r"Existing ID: (\d+)")
-_TRUNCATED = "<br>[earlier part of the transcript kept; the rest exceeded HubSpot's note size]"
 
 
 class HubSpotConfig(ConnectorConfig):
@@ -131,7 +127,7 @@ class HubSpotConfig(ConnectorConfig):
                                                     "(a checkbox; 'true' stops, cleared resumes)")
 
 
-class HubSpotCRM(HubSpotActivities):
+class HubSpotCRM(HubSpotBatches, HubSpotActivities):
     """The CRMConnector for one HubSpot portal, with the ActivityLog capability."""
 
     role: ClassVar[str] = "crm"
@@ -451,6 +447,10 @@ class HubSpotCRM(HubSpotActivities):
 
     def _keyed_records(self, object_type: str, contact_id: str, keys: set[str]) -> dict[str, str]:
         """The oldest record per key among the records of the type associated with the contact."""
+        return self._oldest_with_keys(object_type, self._linked(object_type, contact_id), keys)
+
+    def _linked(self, object_type: str, contact_id: str) -> list[str]:
+        """The ids of the contact's records of the type, every page of them."""
         linked: list[str] = []
         after = None
         while True:
@@ -460,11 +460,14 @@ class HubSpotCRM(HubSpotActivities):
             linked += [str(each.to_object_id) for each in page.results]
             after = page.paging.next.after if page.paging and page.paging.next else None
             if after is None:
-                break
+                return linked
+
+    def _oldest_with_keys(self, object_type: str, ids: list[str], keys: set[str]) -> dict[str, str]:
+        """The oldest record per key among the records `ids` (read in batches until every key is found)."""
         found: dict[str, str] = {}
-        for start in range(0, len(linked), BATCH_READ_LIMIT):
+        for start in range(0, len(ids), BATCH_READ_LIMIT):
             request = BatchReadInputSimplePublicObjectId(
-                inputs=[SimplePublicObjectId(id=each) for each in linked[start:start + BATCH_READ_LIMIT]],
+                inputs=[SimplePublicObjectId(id=each) for each in ids[start:start + BATCH_READ_LIMIT]],
                 properties=[KEY_PROPERTY], properties_with_history=[])
             with self._calling(f"read the contact's {object_type}"):
                 records = self._batch.read(object_type, request, _request_timeout=self._timeout).results
@@ -535,12 +538,3 @@ def _derived_key(kind: str, *identifying: str) -> str:
 def _contact_details(contact: ContactRecord) -> dict[str, str]:
     return {name: value for name, value in (("firstname", contact.first_name), ("lastname", contact.last_name),
                                             ("email", contact.email)) if value}
-
-
-def _note_html(text: str) -> str:
-    """The transcript as note HTML (HubSpot renders note bodies as rich text), within its size limit."""
-    body = "<br>".join(html.escape(line) for line in text.splitlines())
-    if len(body) <= NOTE_BODY_LIMIT:
-        return body
-    kept = body[:NOTE_BODY_LIMIT - len(_TRUNCATED)]
-    return kept[:kept.rfind("<br>")] + _TRUNCATED

@@ -27,6 +27,7 @@ from sandbox.hubspot_properties import HubSpotError, PropertyDef, PropertyKind, 
 from sandbox.hubspot_records import HubSpotRecords
 from sandbox.hubspot_validation import (
     ASSOCIATE_DEFAULT,
+    ASSOCIATIONS_READ,
     BATCHES,
     GROUP_CREATE,
     OBJECT_CREATE,
@@ -181,6 +182,12 @@ def create_app(sandbox: HubSpotSandbox) -> FastAPI:
     async def associate_batch(from_type: str, to_type: str, request: Request) -> JSONResponse:
         status, body = sandbox.associate_default_batch(from_type, to_type,
                                                        (await _body(request, ASSOCIATE_DEFAULT))["inputs"])
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/crm/v4/associations/{from_type}/{to_type}/batch/read")
+    async def read_associations_batch(from_type: str, to_type: str, request: Request) -> JSONResponse:
+        status, body = sandbox.association_batch_read(from_type, to_type,
+                                                      (await _body(request, ASSOCIATIONS_READ))["inputs"])
         return JSONResponse(body, status_code=status)
 
     @app.get("/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}")

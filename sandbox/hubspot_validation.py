@@ -65,6 +65,7 @@ BATCHES = {"create": _model(object_models, ObjectsConfiguration, "BatchInputSimp
 PROPERTY_CREATE = _model(property_models, PropertiesConfiguration, "PropertyCreate")
 GROUP_CREATE = _model(property_models, PropertiesConfiguration, "PropertyGroupCreate")
 ASSOCIATE_DEFAULT = _model(association_models, AssociationsConfiguration, "BatchInputPublicDefaultAssociationMultiPost")
+ASSOCIATIONS_READ = _model(association_models, AssociationsConfiguration, "BatchInputPublicFetchAssociationsBatchRequest")
 
 
 class _Invalid(Exception):

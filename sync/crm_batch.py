@@ -1,118 +1,127 @@
-"""A backlog of contact pushes coalesced into batch calls (HubSpot's batch endpoints: up to 100 inputs).
+"""A backlog of CRM pushes coalesced into batch calls (HubSpot's batch endpoints: up to 100 inputs).
 
-When a crm_sync_lead job runs and other rows of the same kind for the same tenant are due and
-waiting (an outage ended, an import, a busy day), the job claims up to BATCH_LIMIT - 1 of them and
-pushes all their callers in one `upsert_contacts` call instead of one search and one write each.
-Nothing waits to form a batch: a fresh lead with no backlog behind it runs alone at once, so
-batching never delays it; a batch forms only from rows already waiting.
+When a batchable job runs (a contact push, a transcript, a deal: sync/crm_batch_pushes.py) and other rows of
+the same kind for the same tenant are due and waiting (an outage ended, an import, a busy day), the job claims
+up to BATCH_LIMIT - 1 of them and pushes them all together, in a few batch calls instead of a few requests
+each. Nothing waits to form a batch: a fresh lead with no backlog behind it runs alone at once, so batching
+never delays it; a batch forms only from rows already waiting.
 
-Each companion row is claimed like any job (sync/runner.py), so no other worker runs it meanwhile,
-and each caller's record lock is taken (sync/locks.py). A companion whose lock is held, or whose
-caller is already in the CRM (a refresh, which the single path does), is let go again and queued
-for its own run. If the batch call fails, every companion is let go and queued again, unharmed;
-the job's own row fails or retries as usual.
+Each kind says who a row is about (the caller whose record lock it needs) and whether it fits a batch at all:
+a row that does not (a transcript whose contact is not in the CRM yet, a record already mapped and only to be
+updated) is not claimed and takes the single path, which does what a batch leaves out. Each companion row is
+claimed like any job (sync/runner.py), so no other worker runs it meanwhile, and each caller's record lock is
+taken (sync/locks.py). A companion whose lock is held, or that no longer fits once locked, is let go again and
+queued for its own run. If the batch fails, every companion is let go and queued again, unharmed; the job's
+own row fails or retries as usual. The job's own row, when it does not fit, runs alone after the batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
+from pydantic import ValidationError
 from sqlalchemy import or_, select, update
 
 from core.config import Tenant
-from core.jobs import LeadJob, OutboxStatus
-from core.models import ContactRecord
+from core.jobs import JobPayload, OutboxStatus, parse_payload
 from core.outbox import Kind
-from core.store.repo import external_id
-from core.store.tables import Lead, OutboxRow
+from core.store.tables import OutboxRow
+from sync.crm_batch_pushes import BATCHABLE, Batchable
 from sync.locks import RecordBusy
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 100
+# Waiting rows looked at for companions: rows that do not fit are passed over, so look past the first batch.
+WINDOW = 5 * BATCH_LIMIT
+
+Companions = list[tuple[int, JobPayload]]
 
 
-def batches(runtime: Runtime, tenant: Tenant) -> bool:
+def batchable(runtime: Runtime, tenant: Tenant, kind: Kind) -> Batchable | None:
+    """The kind's batch push, when the kind has one and the tenant's CRM the batch calls it makes."""
+    spec = BATCHABLE.get(kind)
     crm = runtime.crm(tenant)
-    return crm is not None and callable(getattr(crm, "upsert_contacts", None))
+    return spec if spec is not None and callable(getattr(crm, spec.capability, None)) else None
 
 
-def claim_companions(runtime: Runtime, tenant: Tenant, outbox_id: int) -> list[tuple[int, LeadJob]]:
-    """Other due, unclaimed contact pushes of the tenant, now claimed by this job (oldest first)."""
+def claim_companions(runtime: Runtime, tenant: Tenant, kind: Kind, outbox_id: int) -> Companions:
+    """Other due, unclaimed rows of the kind for the tenant that fit a batch, now claimed by this job (oldest first)."""
     from sync.runner import CLAIM
 
+    spec = batchable(runtime, tenant, kind)
+    if spec is None:
+        return []
     now = runtime.now()
-    free = (OutboxRow.tenant_id == tenant.id, OutboxRow.kind == Kind.crm_sync_lead.value,
+    free = (OutboxRow.tenant_id == tenant.id, OutboxRow.kind == kind.value,
             OutboxRow.status == OutboxStatus.pending, OutboxRow.id != outbox_id,
             or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
             or_(OutboxRow.not_before.is_(None), OutboxRow.not_before <= now))
-    claimed = []
+    claimed: Companions = []
     with runtime.db.transaction() as session:
         waiting = session.execute(select(OutboxRow.id, OutboxRow.payload).where(*free).order_by(OutboxRow.id)
-                                  .limit(BATCH_LIMIT - 1)).all()
+                                  .limit(WINDOW)).all()
         for row_id, payload in waiting:
+            if len(claimed) == BATCH_LIMIT - 1:
+                break
+            try:
+                job = parse_payload(kind, payload)
+            except (ValidationError, KeyError, TypeError):
+                continue  # a payload the single path will report on
+            if spec.caller(session, tenant, job) is None:
+                continue
             taken = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, *free[2:])
                                     .values(claimed_until=now + CLAIM, attempts=OutboxRow.attempts + 1)).rowcount
-            if taken and isinstance(payload, dict) and isinstance(payload.get("lead_id"), int):
-                claimed.append((row_id, LeadJob(lead_id=payload["lead_id"])))
-            elif taken:
-                let_go(runtime, [row_id])  # a payload the single path will report on
+            if taken:
+                claimed.append((row_id, job))
     return claimed
 
 
-def sync_leads(runtime: Runtime, tenant: Tenant, job: LeadJob, companions: list[tuple[int, LeadJob]]) -> None:
-    """The job's caller and its companions' in one batch; companions it did not push are let go, whatever
-    happens (the job's own lock busy, the batch call failing)."""
+def push_together(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, companions: Companions, *,
+                  alone: Callable[[], None]) -> None:
+    """The job and its companions in one batch push; companions it did not push are let go, whatever happens (a
+    lock held, the batch failing). The job itself, when it does not fit the batch, runs `alone` afterwards."""
     settled: set[int] = set()
     try:
-        _sync_leads(runtime, tenant, job, companions, settled)
+        joined = _push_together(runtime, tenant, BATCHABLE[kind], job, companions, settled)
     finally:
         let_go(runtime, [row_id for row_id, _ in companions if row_id not in settled])
+    if not joined:
+        alone()
 
 
-def _sync_leads(runtime: Runtime, tenant: Tenant, job: LeadJob, companions: list[tuple[int, LeadJob]],
-                settled: set[int]) -> None:
-    from sync.crm_push import _remember, ensure_contact
-
-    kind = tenant.connectors["crm"].type
+def _push_together(runtime: Runtime, tenant: Tenant, spec: Batchable, job: JobPayload, companions: Companions,
+                   settled: set[int]) -> bool:
+    rows: list[tuple[int | None, JobPayload]] = [(None, job), *companions]
     with contextlib.ExitStack() as held:
-        held.enter_context(runtime.locks.hold(f"crm:{tenant.id}:lead:{job.lead_id}"))
-        taken, dropped = [], []
-        for row_id, companion in companions:
-            try:
-                held.enter_context(runtime.locks.hold(f"crm:{tenant.id}:lead:{companion.lead_id}"))
-            except RecordBusy:
-                dropped.append(row_id)
-            else:
-                taken.append((row_id, companion))
-        contacts, rows, single = [], [], False
         with runtime.db.transaction() as session:
-            for row_id, lead_job in [(None, job), *taken]:
-                lead = session.get(Lead, lead_job.lead_id)
-                mapped = lead is not None and external_id(session, tenant_id=tenant.id, connector=kind,
-                                                          local_kind="lead", local_id=lead.id) is not None
-                if lead is None or mapped:
-                    if row_id is None:
-                        single = True  # the job's own caller takes the single path (a refresh, or a gone lead)
-                    else:
-                        dropped.append(row_id)
-                    continue
-                contacts.append((lead.id, ContactRecord(phone=lead.phone, first_name=lead.first_name,
-                                                        last_name=lead.last_name)))
-                rows.append(row_id)
-        let_go(runtime, dropped)
-        settled.update(dropped)
-        ids = runtime.crm(tenant).upsert_contacts([contact for _, contact in contacts]) if contacts else []
-        for (lead_id, _), contact_id in zip(contacts, ids):
-            _remember(runtime, tenant, "lead", lead_id, contact_id)
-        finished = [row_id for row_id in rows if row_id is not None]
+            callers = [spec.caller(session, tenant, each) for _, each in rows]
+        locked = []
+        for (row_id, each), caller in zip(rows, callers):
+            if caller is None:
+                continue
+            try:
+                held.enter_context(runtime.locks.hold(f"crm:{tenant.id}:lead:{caller}"))
+            except RecordBusy:
+                continue  # another job writes about this caller (or this batch has one of theirs already)
+            locked.append((row_id, each))
+        with runtime.db.transaction() as session:  # another job may have written the record before we locked it
+            fit = [(row_id, each) for row_id, each in locked if spec.caller(session, tenant, each) is not None]
+        pushed = {row_id for row_id, _ in fit}
+        unfit = [row_id for row_id, _ in companions if row_id not in pushed]
+        let_go(runtime, unfit)
+        settled.update(unfit)
+        if fit:
+            spec.push(runtime, tenant, [each for _, each in fit])
+        finished = [row_id for row_id in pushed if row_id is not None]
         _done(runtime, finished)
         settled.update(finished)
-        if single:
-            ensure_contact(runtime, tenant, job.lead_id, refresh=True)
-    log.info("outbox: %d contact pushes for %s in one batch (%d let go)", len(contacts), tenant.id, len(dropped))
+    log.info("outbox: %d %s pushes for %s in one batch (%d let go)", len(fit), spec.capability, tenant.id,
+             len(companions) - len(finished))
+    return None in pushed
 
 
 def let_go(runtime: Runtime, row_ids: list[int]) -> None:

@@ -140,14 +140,7 @@ def upsert_opportunity(runtime: Runtime, tenant: Tenant, job: ConversationJob, p
 
 def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, contact_id: str) -> None:
     crm = runtime.crm(tenant)
-    with runtime.db.transaction() as session:
-        conversation = session.get(Conversation, conversation_id)
-        answers = ", ".join(answer_lines(conversation.answers))
-        about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
-        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_who(session, conversation)}",
-                                  stage=conversation.outcome or "qualified",
-                                  description=f"Qualified by textback for {tenant.name}. {answers}")
-        key = _key(tenant, "opportunity", conversation_id, conversation.created_at)
+    opportunity, key = _opportunity(runtime, tenant, conversation_id)
 
     def write(existing: str | None) -> str:
         deal = crm.upsert_opportunity(contact_id=contact_id, opportunity=opportunity, existing_id=existing, key=key)
@@ -157,6 +150,18 @@ def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, co
         return deal
 
     _upsert(runtime, tenant, "opportunity", conversation_id, write)
+
+
+def _opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[Opportunity, str]:
+    """The conversation's deal as the CRM gets it, and the key it is created under."""
+    with runtime.db.transaction() as session:
+        conversation = session.get(Conversation, conversation_id)
+        answers = ", ".join(answer_lines(conversation.answers))
+        about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
+        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_who(session, conversation)}",
+                                  stage=conversation.outcome or "qualified",
+                                  description=f"Qualified by textback for {tenant.name}. {answers}")
+        return opportunity, _key(tenant, "opportunity", conversation_id, conversation.created_at)
 
 
 def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: Pending) -> None:

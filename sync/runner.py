@@ -86,12 +86,11 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         return
     role, handler = handlers()[kind]
     pending = Pending(job_row=outbox_id)
-    companions = []
-    if kind == Kind.crm_sync_lead and crm_batch.batches(runtime, tenant):
-        companions = crm_batch.claim_companions(runtime, tenant, outbox_id)
+    companions = crm_batch.claim_companions(runtime, tenant, kind, outbox_id)  # a backlog of the kind, if batchable
     try:
         if companions:
-            crm_batch.sync_leads(runtime, tenant, job, companions)
+            crm_batch.push_together(runtime, tenant, kind, job, companions,
+                                    alone=lambda: handler(runtime, tenant, job, pending))
         else:
             handler(runtime, tenant, job, pending)
     except Deferred as exc:

@@ -459,3 +459,24 @@ def test_records_are_associated_with_a_deal_at_creation_and_in_a_v4_batch_and_re
                          headers={"Authorization": f"Bearer {TOKEN}"},
                          json={"inputs": [{"from": {"id": note}, "to": {"id": deal}}]})
     assert unknown.status_code == 400
+
+
+def test_a_v4_batch_read_lists_each_records_associations_and_names_those_with_none_as_errors(objects, url):
+    # Given: a contact with two notes, and one with none
+    talked = create(objects, "contacts", phone="+15550140001", firstname="Ana").id
+    quiet = create(objects, "contacts", phone="+15550140002", firstname="Bo").id
+    notes = [create(objects, "notes", [{"to": {"id": talked}, "types": [
+        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}], hs_note_body=f"transcript {n}",
+        hs_timestamp="2030-03-04T15:00:00Z").id for n in range(2)]
+
+    # When
+    answer = httpx.post(f"{url}/crm/v4/associations/contacts/notes/batch/read",
+                        headers={"Authorization": f"Bearer {TOKEN}"}, json={"inputs": [{"id": talked}, {"id": quiet}]})
+
+    # Then: the first contact's notes with the contact-to-note type; the second is an error of a 207
+    assert answer.status_code == 207
+    [result] = answer.json()["results"]
+    assert result["from"]["id"] == talked
+    assert sorted(str(to["toObjectId"]) for to in result["to"]) == sorted(notes)
+    assert {to["associationTypes"][0]["typeId"] for to in result["to"]} == {201}
+    assert answer.json()["numErrors"] == 1 and quiet in answer.json()["errors"][0]["message"]
