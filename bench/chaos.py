@@ -2,17 +2,19 @@
 
 Starts what production runs — `textback serve` and `textback worker` as their own processes, a private
 redis-server, every sandbox vendor in its own process (bench/chaos_sandbox.py) — and plays N missed
-calls (signed dial-complete webhooks) from distinct callers; a share of the callers answer every
-question by text and pick a time, through to a booking (Google Calendar event, HubSpot contact and
-meeting). Meanwhile the worker is SIGKILLed at random moments and restarted, the web process once;
+calls (signed dial-complete webhooks) from distinct callers to two firms, one on HubSpot + Google
+Calendar and one on Clio + Outlook (every other caller); a share of the callers answer every question by
+text and pick a time, through to a booking (a calendar event, the CRM contact and its meeting or
+calendar entry). Meanwhile the worker is SIGKILLed at random moments and restarted, the web process once;
 optionally the vendors fail a share of their requests (429 + Retry-After, 500/502/503, late answers,
 connections dropped before or after the request was handled), and every webhook is replayed N times, later
 and out of order. Webhooks refused while the web process is down are sent again, as Twilio would.
 At the end, with the faults off, once the outbox is quiet, it checks:
 
 - every caller texted, and no text sent twice (each text Twilio accepted carries our message id);
-- every caller exactly one HubSpot contact, no contact for anyone else;
-- every confirmed booking exactly one live calendar event and one HubSpot meeting, and none besides;
+- every caller exactly one contact in their firm's CRM (HubSpot or Clio), no contact for anyone else;
+- every confirmed booking exactly one live event (Google or Outlook) and one HubSpot meeting or Clio
+  calendar entry, and none besides;
 - no outbox row stuck: each is done, or dead with its reason (follow-ups not yet due may wait);
 - no sandbox secret (auth token, HubSpot and Clio tokens, Google private key) in the serve or worker log.
 
@@ -56,7 +58,9 @@ from twilio.request_validator import RequestValidator
 from bench.first_text import BIN, BUSINESS, ROOT, STAFF, database, free_port, wait_until
 from bench.outage_proxy import OutageProxy
 
-CALENDAR = "staff@chaos.example"
+CALENDAR, MAILBOX = "staff@chaos.example", "staff@second-chaos.example"
+# The second firm, on Clio + Outlook: every other caller calls it.
+BUSINESS2, STAFF2 = "+15550003333", "+15550004444"
 # What a caller says to each of the law playbook's questions, found by a phrase of the question.
 ANSWERS = {"What is your call about": "Its about my divorce, papers came yesterday",
            "court date or deadline": "no", "worked with our firm before": "nope",
@@ -95,6 +99,7 @@ class Sandbox:
                                      stdout=subprocess.PIPE, stderr=(workdir / "sandbox.log").open("ab"), text=True)
         facts = json.loads(self.proc.stdout.readline())
         self.control, self.env, self.connectors = facts["control"], facts["env"], facts["connectors"]
+        self.second = facts["second"]
 
     def faults(self, share: float, seed: int) -> None:
         httpx.post(self.control + "/_chaos/faults", json={"share": share, "seed": seed}, timeout=10).raise_for_status()
@@ -140,14 +145,16 @@ class Textback:
         # Short vendor timeouts, so a late answer is a read timeout the job must survive.
         connectors["crm"] = {**connectors["crm"], "timeout_seconds": 1}
         tenants = workdir / "tenants.yaml"
-        tenants.write_text(yaml.safe_dump({"tenants": [{
-            "id": "chaos-law", "name": "Chaos & Co Law", "vertical": "law", "timezone": "America/New_York",
-            "phone_numbers": [BUSINESS], "forward_to": [STAFF],
-            "missed_call": {"mode": "dial", "ring_seconds": 18, "cooldown_hours": 24},
-            "hours": {day: "00:00-23:59" for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
-            "booking": {"duration_minutes": 30, "min_notice_minutes": 60},
-            "connectors": connectors,
-        }]}, sort_keys=False))
+        firm = {"vertical": "law", "timezone": "America/New_York",
+                "missed_call": {"mode": "dial", "ring_seconds": 18, "cooldown_hours": 24},
+                "hours": {day: "00:00-23:59" for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+                "booking": {"duration_minutes": 30, "min_notice_minutes": 60}}
+        tenants.write_text(yaml.safe_dump({"tenants": [
+            {"id": "chaos-law", "name": "Chaos & Co Law", "phone_numbers": [BUSINESS], "forward_to": [STAFF],
+             **firm, "connectors": connectors},
+            {"id": "second-chaos-law", "name": "Second Chaos Law", "phone_numbers": [BUSINESS2],
+             "forward_to": [STAFF2], **firm, "connectors": sandbox.second},
+        ]}, sort_keys=False))
         self.env = {**os.environ, **sandbox.env, "TEXTBACK_DATABASE_URL": database_url,
                     "TEXTBACK_REDIS_URL": redis.url, "TEXTBACK_CONFIG": str(tenants),
                     "TEXTBACK_PUBLIC_URL": self.url, "TEXTBACK_RELAY_INTERVAL": "1",
@@ -218,6 +225,7 @@ class Twilio:
         self.report = report
         self.lock = threading.Lock()
         self.sent: list[tuple[str, dict]] = []  # for the replays
+        self.business_of: dict[str, str] = {}  # caller -> the firm's number they call
 
     def post(self, path: str, params: dict, *, replay: bool = False) -> None:
         url = self.app_url + path
@@ -243,7 +251,8 @@ class Twilio:
 
     def missed_call(self, caller: str) -> None:
         self.post("/twilio/voice/dial-complete", {
-            "AccountSid": self.account_sid, "CallSid": "CA" + secrets.token_hex(16), "From": caller, "To": BUSINESS,
+            "AccountSid": self.account_sid, "CallSid": "CA" + secrets.token_hex(16), "From": caller,
+            "To": self.business_of.get(caller, BUSINESS),
             "Direction": "inbound", "CallStatus": "in-progress", "DialCallStatus": "no-answer",
             "DialCallSid": "CA" + secrets.token_hex(16), "DialCallDuration": "0"})
 
@@ -251,7 +260,8 @@ class Twilio:
         sid = "SM" + secrets.token_hex(16)
         self.post("/twilio/sms", {
             "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": self.account_sid, "From": caller,
-            "To": BUSINESS, "Body": body, "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+            "To": self.business_of.get(caller, BUSINESS), "Body": body, "NumMedia": "0", "NumSegments": "1",
+            "SmsStatus": "received",
             "ApiVersion": "2010-04-01"})
 
 
@@ -357,6 +367,12 @@ def quiet(database_url: str, *, timeout: float) -> list:
         engine.dispose()
 
 
+def _e164(numbers: list[str | None]) -> str | None:
+    """A Clio contact's first number as the caller's E.164 (Clio keeps what was written: national or not)."""
+    digits = "".join(ch for ch in next((n for n in numbers if n), "") if ch.isdigit())
+    return f"+1{digits[-10:]}" if len(digits) >= 10 else None
+
+
 def _aware(moment: datetime.datetime) -> datetime.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
@@ -380,42 +396,51 @@ def secrets_in_logs(workdir: Path, env: dict[str, str]) -> list[str]:
 
 
 def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Report, stuck: list,
-          workdir: Path | None = None) -> None:
+          workdir: Path | None = None, *, business_of: dict[str, str] | None = None) -> None:
     from core.store.tables import Booking, Lead, Message, OutboxRow
 
     state = sandbox.state()
     engine = create_engine(_driver(database_url))
     with engine.connect() as connection:
-        confirmed = connection.execute(select(Booking.external_event_id, Lead.phone).join(Lead, Lead.id == Booking.lead_id)
+        confirmed = connection.execute(select(Booking.external_event_id, Booking.tenant_id)
+                                       .join(Lead, Lead.id == Booking.lead_id)
                                        .where(Booking.status == "confirmed")).all()
         sent_ids = {str(i) for i in connection.scalars(select(Message.id).where(
             Message.direction == "outbound", Message.provider_sid.is_not(None)))}
         dead = connection.execute(select(OutboxRow.kind, OutboxRow.last_error).where(OutboxRow.status == "dead")).all()
     engine.dispose()
+    business_of = business_of or {}
+    firm_one = [c for c in callers if business_of.get(c, BUSINESS) == BUSINESS]
+    firm_two = [c for c in callers if business_of.get(c, BUSINESS) == BUSINESS2]
     texted = collections.Counter(t["to"] for t in state["texts"])
     by_id = collections.Counter(t["m"] for t in state["texts"])
     lost_texts = [c for c in callers if texted[c] == 0]
     duplicate_texts = sum(n - 1 for n in by_id.values() if n > 1)
-    unrecorded = [m for m in by_id if m not in sent_ids]  # at Twilio, but not sent in our store
-    contacts = collections.Counter(state["contacts"])
-    lost_leads = [c for c in callers if contacts[c] == 0]
-    duplicate_leads = sum(n - 1 for n in contacts.values() if n > 1)
-    strangers = [p for p in contacts if p not in set(callers)]
-    events = collections.Counter(state["events"])
+    # Each firm's callers are contacts in its own CRM, once each, and nobody else is.
+    hubspot = collections.Counter(state["contacts"])
+    clio = collections.Counter(_e164(numbers) for numbers in state["clio_contacts"])
+    lost_leads = [c for c in firm_one if hubspot[c] == 0] + [c for c in firm_two if clio[c] == 0]
+    duplicate_leads = sum(n - 1 for n in hubspot.values() if n > 1) + sum(n - 1 for n in clio.values() if n > 1)
+    strangers = [p for p in hubspot if p not in set(firm_one)] + [p for p in clio if p not in set(firm_two)]
+    # Each confirmed booking is one live event in its firm's calendar and one meeting / calendar entry in its CRM.
+    events = collections.Counter(state["events"] + state["graph_events"])
     booked_events = collections.Counter(event_id for event_id, _ in confirmed)
     lost_events = [e for e in booked_events if events[e] == 0]
     orphan_events = [e for e in events if e not in booked_events]
     duplicate_bookings = sum(n - 1 for n in booked_events.values() if n > 1) + sum(n - 1 for n in events.values() if n > 1)
-    meetings_off = state["meetings"] - len(confirmed)
+    booked_one = sum(1 for _, tenant in confirmed if tenant == "chaos-law")
+    off = (state["meetings"] - booked_one, state["clio_entries"] - (len(confirmed) - booked_one))
+    meetings_over, meetings_under = sum(max(0, n) for n in off), sum(max(0, -n) for n in off)
     report.booked = len(confirmed)
     dead_without_reason = [d for d in dead if not d.last_error]
     faults = sum(sum(kinds.values()) for kinds in state["faults"].values())
+    unrecorded = [m for m in by_id if m not in sent_ids]  # at Twilio, but not sent in our store
     report.counts = {
-        "lost": len(lost_texts) + len(lost_leads) + len(lost_events) + max(0, -meetings_off),
-        "duplicated": duplicate_texts + duplicate_leads + duplicate_bookings + max(0, meetings_off) + len(orphan_events),
+        "lost": len(lost_texts) + len(lost_leads) + len(lost_events) + meetings_under,
+        "duplicated": duplicate_texts + duplicate_leads + duplicate_bookings + meetings_over + len(orphan_events),
         "stuck": len(stuck) + len(dead_without_reason), "dead": len(dead), "faults": faults,
-        "texts": sum(texted.values()), "contacts": sum(contacts.values()), "events": sum(events.values()),
-        "meetings": state["meetings"], "faults_by_vendor": state["faults"],
+        "texts": sum(texted.values()), "contacts": sum(hubspot.values()) + sum(clio.values()),
+        "events": sum(events.values()), "meetings": state["meetings"] + state["clio_entries"], "faults_by_vendor": state["faults"],
         "secrets_in_logs": secrets_in_logs(workdir, sandbox.env) if workdir else [],
     }
     if report.counts["secrets_in_logs"]:
@@ -426,9 +451,9 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
                          ("rows stuck", stuck), ("dead rows without a reason", dead_without_reason)):
         if items:
             report.problems.append(f"{len(items)} {label}: {list(items)[:5]}")
-    if duplicate_texts or duplicate_leads or duplicate_bookings or meetings_off:
+    if duplicate_texts or duplicate_leads or duplicate_bookings or meetings_over or meetings_under:
         report.problems.append(f"duplicates: {duplicate_texts} texts, {duplicate_leads} contacts, "
-                               f"{duplicate_bookings} bookings, meetings - confirmed = {meetings_off}")
+                               f"{duplicate_bookings} bookings; CRM meetings/entries - confirmed (HubSpot, Clio) = {off}")
     if dead:
         report.problems.append(f"{len(dead)} dead rows (visible, with reasons): "
                                f"{collections.Counter(d.kind for d in dead).most_common()}")
@@ -462,6 +487,7 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             sandbox.faults(fault_share, seed)
             base = rng.randrange(10**6)
             callers = [f"+1555{(base + i) % 10**7:07d}" for i in range(calls)]
+            twilio.business_of = {caller: (BUSINESS, BUSINESS2)[i % 2] for i, caller in enumerate(callers)}
             bookers = rng.sample(callers, round(calls * book_share))
             report.bookers = len(bookers)
             stop = threading.Event()
@@ -491,7 +517,7 @@ def run(*, calls: int, book_share: float, worker_kills: int, web_kills: int, fau
             stuck = quiet(database_url, timeout=timeout)
             time.sleep(1.0)  # a duplicate in flight lands before counting
             report.seconds = time.monotonic() - started
-            check(database_url, sandbox, callers, report, stuck, workdir)
+            check(database_url, sandbox, callers, report, stuck, workdir, business_of=twilio.business_of)
             textback.stop()
             textback = None
             if outages.database is not None:

@@ -8,7 +8,10 @@ until SIGTERM. The control port answers:
 - `POST /_chaos/faults {"share": 0.3, "seed": 1}`: every vendor (Twilio, HubSpot, Google, Clio, Graph)
   fails about that share of its requests (sandbox.common.Faults.random_share); share 0 stops it.
 - `GET /_chaos/state`: what the vendors hold — every text Twilio accepted with our message id (the `m`
-  of its StatusCallback), HubSpot's contacts and meetings, Google's live events — and the faults served.
+  of its StatusCallback), HubSpot's contacts and meetings, Google's live events, Clio's contacts and
+  calendar entries, the Outlook mailbox's events — and the faults served.
+
+Two firms use it: one on HubSpot + Google Calendar (`connectors`), one on Clio + Outlook (`second`).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from sandbox.stack import SandboxStack
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calendar", default="staff@chaos.example")
+    parser.add_argument("--calendar", default="staff@chaos.example", help="the HubSpot firm's Google calendar")
+    parser.add_argument("--mailbox", default="staff@second-chaos.example", help="the Clio firm's Outlook mailbox")
     args = parser.parse_args()
-    with SandboxStack.start(calendars=(args.calendar,)) as stack:
+    with SandboxStack.start(calendars=(args.calendar, args.mailbox)) as stack:
         stack.google.channels.allow_http = True  # textback is served on plain loopback here; real Google needs HTTPS
         accepted: list[dict] = []
         lock = threading.Lock()
@@ -68,13 +72,20 @@ def main() -> None:
                 "contacts": [c["properties"].get("phone") for c in stack.hubspot.objects("contacts")],
                 "meetings": len(stack.hubspot.objects("meetings")),
                 "events": [e["id"] for e in stack.google.events(args.calendar) if e["status"] != "cancelled"],
+                "clio_contacts": [[p.get("number") for p in c.get("phone_numbers") or []]
+                                  for c in stack.clio.records("contacts") if c.get("type") == "Person"],
+                "clio_entries": len(stack.clio.records("calendar_entries")),
+                "graph_events": [e["id"] for e in stack.microsoft.graph.events(args.mailbox)
+                                 if not e.get("isCancelled")],
                 "faults": {name: dict(f.served) for name, f in
                            zip(("twilio", "hubspot", "google", "clio", "graph"), all_faults)},
             }
 
         server = ServedApp(control, port=0).start()
         print(json.dumps({"control": server.url, "env": stack.env,
-                          "connectors": stack.connectors_yaml(calendars=[args.calendar])}), flush=True)
+                          "connectors": stack.connectors_yaml(calendars=[args.calendar]),
+                          "second": stack.connectors_yaml(calendars=[args.mailbox], crm="clio", calendar="outlook")}),
+              flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

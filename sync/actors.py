@@ -27,17 +27,11 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 10
 # Jobs waiting for one connection's next slot wake spread over this much, not all in the same millisecond.
 THROTTLE_JITTER_MS = 250
-# A job waiting for another job's lock on the same record retries this often before it counts as failing.
-MAX_BUSY_RETRIES = 200
-
-
-class Busy(dramatiq.Retry):
-    """The record is being written by another job: try again shortly (not an error)."""
+# A job whose record another job is writing runs again this much later (a fresh message, not a retry).
+BUSY_DELAY_MS = (200, 800)
 
 
 def _retry_when(retries: int, exception: BaseException) -> bool:
-    if isinstance(exception, Busy):
-        return retries < MAX_BUSY_RETRIES
     return retries < MAX_RETRIES
 
 if dramatiq.broker.global_broker is None:
@@ -70,8 +64,10 @@ def run_outbox(outbox_id: int) -> None:
     try:
         run_job(current_runtime(), outbox_id)
     except RecordBusy as exc:
+        # Waiting for another job's lock is neither a failed attempt nor a retry (run_job gave its claim
+        # back), however long a batch holding many records takes: a fresh message for shortly after.
         log.info("outbox %s waits: %s", outbox_id, exc)
-        raise Busy(str(exc), delay=random.randint(200, 800)) from exc
+        run_outbox.send_with_options(args=(outbox_id,), delay=random.randint(*BUSY_DELAY_MS))
     except OverQuota as exc:
         # The request over budget was not sent: a fresh message for when the budget has a slot; retries untouched.
         delay_ms = max(1, int(exc.retry_after * 1000)) + random.randint(0, THROTTLE_JITTER_MS)

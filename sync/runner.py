@@ -31,6 +31,7 @@ from core.outbox import Deferred, Kind, Pending
 from core.store import connections
 from core.store.tables import OutboxRow
 from sync import crm_batch, metrics
+from sync.locks import RecordBusy
 from sync.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,8 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         with runtime.db.transaction() as session:
             connections.mark_needs_reauth(session, tenant_id=tenant_id, role=role, reason=str(exc), now=runtime.now())
         _tell_waiting_caller(runtime, tenant, kind, job, f"the {role} connection needs re-authorising ({exc})")
-    except OverQuota:
-        _wait_for_slot(runtime, outbox_id)
+    except (OverQuota, RecordBusy) as exc:
+        _wait_for_slot(runtime, outbox_id, note=str(exc) if isinstance(exc, RecordBusy) else None)
         runtime.dispatch(pending)
         raise
     except Rejected as exc:
@@ -186,13 +187,15 @@ def _defer(runtime: Runtime, outbox_id: int, deferred: Deferred) -> None:
     runtime.dispatch([outbox_id])
 
 
-def _wait_for_slot(runtime: Runtime, outbox_id: int) -> None:
-    """The connection's budget is spent for now: the job is queued again for its slot (sync/actors.py),
-    and waiting for it is neither a failed attempt nor an error."""
+def _wait_for_slot(runtime: Runtime, outbox_id: int, *, note: str | None = None) -> None:
+    """The connection's budget is spent for now, or another job holds the record's lock: the job is queued
+    again for later (sync/actors.py), and waiting is neither a failed attempt nor an error."""
     with runtime.db.transaction() as session:
         row = session.get(OutboxRow, outbox_id)
         row.claimed_until, row.enqueued_at = None, runtime.now()
         row.attempts = max(row.attempts - 1, 0)
+        if note:
+            row.last_error = note  # what it waits for, for whoever looks at the row meanwhile
 
 
 def _finish(runtime: Runtime, outbox_id: int, status: OutboxStatus, error: str | None) -> None:

@@ -91,6 +91,14 @@ def advance(playbook: Playbook, state: State, text: str, *, business: str, inter
     """One inbound message in, the next state plus what to say and do. `now` is aware, in the caller's zone."""
     now = now or datetime.now(timezone.utc)
     asking = state.phase is Phase.asking and state.step is not None
+    if asking and state.step != BETTER_TIME and all(s.id != state.step for s in playbook.steps):
+        # The playbook was edited while this caller was mid-conversation and their question is gone: ask the
+        # next one it still has, or let a person take over when none is left.
+        resumed = next_step(playbook, state.answers)
+        if resumed is None:
+            return _Decision(playbook, state, Reading(), business=business, said=text, now=now).handoff(
+                "playbook_changed", [])
+        state = replace(state, step=resumed.id, misses=0)
     context = Context(playbook=playbook, phase=state.phase.value, step=playbook.step(state.step) if asking else None,
                       answers=state.answers, offered=state.offered, now=now)
     reading = (interpreter or RULES).read(text, context)

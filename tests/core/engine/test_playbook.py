@@ -111,3 +111,26 @@ def test_a_free_text_step_keeps_the_callers_words_but_not_a_question():
         == "replace the kitchen faucet"
     asked = advance(playbook, state, "why do you need to know?", business=BUSINESS, now=NOW)
     assert "details" not in asked.state.answers and asked.action is Action.handoff
+
+
+def test_a_caller_mid_conversation_whose_question_was_removed_from_the_playbook_is_asked_the_next_one():
+    # Given: a caller answering a law question that the business then took out of its playbook
+    playbook = playbook_for("law")
+    first, second = playbook.steps[0], playbook.steps[1]
+    state = State(phase=Phase.asking, step="a-question-no-longer-there", answers={first.id: "family"})
+
+    # When: their reply comes in
+    turn = advance(playbook, state, "yes", business=BUSINESS, now=NOW)
+
+    # Then: no crash; the conversation carries on at the next question the playbook still has
+    assert turn.state.phase is not Phase.handoff and turn.state.step != "a-question-no-longer-there"
+    assert second.id in turn.state.answers or turn.state.step == second.id
+
+
+def test_when_no_question_is_left_for_them_a_person_takes_over():
+    playbook = playbook_for("law")
+    answers = {step.id: "x" for step in playbook.steps}
+    turn = advance(playbook, State(phase=Phase.asking, step="gone", answers=answers), "hello", business=BUSINESS,
+                   now=NOW)
+
+    assert turn.action is Action.handoff and turn.handoff.reason == "playbook_changed"
