@@ -207,7 +207,7 @@ def test_hubspot_events_replayed_and_shuffled_across_batches_are_applied_once_in
     events = json.loads(batch.content)
     assert len(events) == 3
     # When: HubSpot's batch 3×, and its events again in other batches (the last change first)
-    regrouped = [_signed_batch(textback, clock, group) for group in ([events[2]], [events[1], events[0]], events[::-1])]
+    regrouped = [_signed_batch(textback, clock, group) for group in ([events[2]], [events[1], events[0]], [events[0]], [events[2], events[1]])]
     assert set(replay(textback, [batch, *regrouped])) == {204}
     textback.drain()
     # Then: one job per event, and the last change stands: not do-not-text, owned
