@@ -34,9 +34,10 @@ OPTED_OUT_ERRORS = frozenset({21610})
 # unreachable/unknown/landline handsets (30003-30006), "To" is a landline (21635).
 STOP_SENDING_ERRORS = frozenset({30003, 30004, 30005, 30006, 30007, 21635})
 
-# Delivery reports can arrive out of order; a status never moves backwards.
+# Delivery reports can arrive out of order, and again; a status never moves backwards. A handset's receipt
+# (delivered) outranks a failure report, so whichever order the two come in, the text counts as delivered.
 _STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
-                "delivered": 3, "undelivered": 3, "failed": 3, "read": 4}
+                "undelivered": 3, "failed": 3, "delivered": 4, "read": 5}
 
 
 class InvalidInput(ValueError):
@@ -201,11 +202,19 @@ def delivery_status(
             message.provider_sid = message_sid
     if message is None:
         return False
-    if _STATUS_RANK.get(status, 0) >= _STATUS_RANK.get(message.status, 0):
-        message.status = status
+    if not _advances(message.status, status):
+        return True  # a report older than what we know (or a replay of it) changes nothing
+    message.status = status
     message.error_code = error_code or message.error_code
     record_send_failure(session, message=message, error_code=error_code, now=now, pending=pending)
     return True
+
+
+def _advances(known: str | None, reported: str) -> bool:
+    """A report moves the status forward, or repeats it (a replay); `failed` and `undelivered` do not replace
+    each other, and neither replaces `delivered`, so one text is one delivery failure at most."""
+    before, after = _STATUS_RANK.get(known or "", 0), _STATUS_RANK.get(reported, 0)
+    return after > before or reported == known
 
 
 def record_send_failure(session: Session, *, message: Message, error_code: int | None, now: datetime,

@@ -91,7 +91,8 @@ def contact_changed(runtime: Runtime, tenant: Tenant, job: ContactChangeJob, pen
         return
     with runtime.db.transaction() as session:
         done = crm_sync.apply_contact_changes(session, tenant_id=tenant.id, crm=crm.type, contact_id=job.contact_id,
-                                              changes=job.changes, now=runtime.now())
+                                              changes=job.changes, now=runtime.now(),
+                                              occurred_at=job.occurred_at)
     if done:
         log.info("tenant %s: CRM contact %s: %s", tenant.id, job.contact_id, ", ".join(done))
 

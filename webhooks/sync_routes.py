@@ -5,7 +5,7 @@
     POST /webhooks/microsoft         ?validationToken= echoed as text/plain; notifications' clientState
                                      against the stored subscription; lifecycle events renew or resync
     POST /webhooks/hubspot           X-HubSpot-Signature-v3 (v1/v2 only where configured), 5-minute window;
-                                     events sorted by time and deduplicated by eventId
+                                     one job per eventId; a change older than one applied is dropped
     POST /webhooks/clio/{token}      the X-Hook-Secret handshake for a webhook we created, then
                                      X-Hook-Signature on every delivery
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -163,10 +164,13 @@ async def hubspot_events(request: Request) -> Response:
                                            portal_id=config.portal_id)
 
     def work(session, pending: Pending) -> None:
-        for contact_id, (event_ids, fields, occurred) in changes.items():
+        # One job per event, keyed by HubSpot's eventId: an event HubSpot sends again, alone or in another
+        # batch, is the job already written; the job drops a change older than one already applied.
+        for change in changes:
             pending.add(session, tenant_id=tenant.id, kind=Kind.crm_contact_changed,
-                        key=f"hubspot:{tenant.id}:{contact_id}:{'-'.join(map(str, event_ids))}"[:200],
-                        payload={"contact_id": contact_id, "changes": fields, "occurred_at": occurred})
+                        key=f"hubspot:{tenant.id}:{change.contact_id}:{change.event_id}"[:200],
+                        payload={"contact_id": change.contact_id, "changes": change.fields,
+                                 "occurred_at": change.occurred_at})
 
     await run_in_threadpool(_commit, runtime, work)
     return Response(status_code=204)
@@ -208,25 +212,39 @@ def _portal_ids(body: bytes) -> set[int]:
         return set()
 
 
+@dataclass(frozen=True)
+class HubSpotChange:
+    """One HubSpot event, as the contact fields it changes."""
+
+    event_id: int
+    contact_id: str
+    fields: dict[str, str | None]
+    occurred_at: str | None
+
+
 def contact_changes_from_hubspot(events: list[dict], *, do_not_text_property: str,
-                                 portal_id: int | None) -> dict[str, tuple[list[int], dict[str, str | None], Any]]:
-    """Per contact: the event ids, the neutral changes (last value wins, in time order), the last time."""
-    seen: set[int] = set()
-    out: dict[str, tuple[list[int], dict[str, str | None], Any]] = {}
-    for event in sorted(events, key=lambda e: (e.get("occurredAt") or 0, e.get("eventId") or 0)):
-        if event["eventId"] in seen or (portal_id is not None and event.get("portalId") != portal_id):
+                                 portal_id: int | None) -> list[HubSpotChange]:
+    """The events that change a field we read, in time order, each once (a batch may repeat an event)."""
+    seen: set[str] = set()
+    out: list[HubSpotChange] = []
+    for event in sorted(events, key=lambda e: (_number(e.get("occurredAt")), _number(e.get("eventId")))):
+        ident = str(event["eventId"])
+        if ident in seen or (portal_id is not None and event.get("portalId") != portal_id):
             continue
-        seen.add(event["eventId"])
+        seen.add(ident)
         if event.get("subscriptionType") != "contact.propertyChange":
             continue
         name = {do_not_text_property: "do_not_text", HUBSPOT_OWNER: "owner_id"}.get(event.get("propertyName"))
         if name is None or event.get("objectId") is None:
             continue
-        ids, fields, _ = out.setdefault(str(event["objectId"]), ([], {}, None))
-        ids.append(event["eventId"])
-        fields[name] = event.get("propertyValue")
-        out[str(event["objectId"])] = (ids, fields, _ms_iso(event.get("occurredAt")))
+        out.append(HubSpotChange(event_id=event["eventId"], contact_id=str(event["objectId"]),
+                                 fields={name: event.get("propertyValue")},
+                                 occurred_at=_ms_iso(event.get("occurredAt"))))
     return out
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _ms_iso(value: Any) -> str | None:
