@@ -14,7 +14,9 @@ window's first request land in the vendor's same window.
 
 A 429 all the same shrinks the budget to SHRINK of what it was and holds every request of that
 connection for Retry-After; the shrink lasts RECOVER_WINDOWS windows after the last 429, then the
-declared budget applies again. A vendor that reports its own count (Clio) lowers the budget to its
+declared budget applies again. The budget shrinks at most once per window (a burst of 429s is one
+signal, not many) and never below MIN_SHARE of the declared one: a vendor failing requests at random
+with 429s (the chaos run's faults) must not starve the connection to one request a minute. A vendor that reports its own count (Clio) lowers the budget to its
 stated limit, and an exhausted window holds requests until the vendor's reset.
 
 A concurrency limit (`hold`) is Dramatiq's ConcurrentRateLimiter on the same Redis: a slot per
@@ -42,6 +44,7 @@ HOLD_RETRY = 0.25
 # Longer than any request takes; a slot whose holder died frees itself.
 HOLD_TTL_MS = 120_000
 SHRINK = 0.8
+MIN_SHARE = 0.25  # a budget never shrinks below this share of the declared one
 RECOVER_WINDOWS = 10
 WINDOW_PAD = 0.03  # of the window, at least MIN_PAD_MS
 MIN_PAD_MS = 150
@@ -87,7 +90,12 @@ return 1
 _REFUSED = _NOW + """
 local declared = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], 'limit') or declared)
-redis.call('HSET', KEYS[1], 'limit', math.max(1, math.floor(math.min(current, declared) * tonumber(ARGV[4]))))
+local shrunk_at = tonumber(redis.call('HGET', KEYS[1], 'shrunk_at') or 0)
+if now - shrunk_at >= tonumber(ARGV[5]) then
+  local floor = math.max(1, math.ceil(declared * tonumber(ARGV[6])))
+  redis.call('HSET', KEYS[1], 'limit', math.max(floor, math.floor(math.min(current, declared) * tonumber(ARGV[4]))),
+             'shrunk_at', now)
+end
 local hold = now + tonumber(ARGV[2])
 local blocked = tonumber(redis.call('HGET', KEYS[1], 'blocked_until') or 0)
 if hold > blocked then redis.call('HSET', KEYS[1], 'blocked_until', hold) end
@@ -143,7 +151,8 @@ class RedisMeter:
 
     def refused(self, quota: Quota, retry_after: float | None) -> None:
         hold_ms = int((retry_after if retry_after is not None else quota.seconds) * 1000)
-        self._refused(keys=_keys(quota)[1:], args=[quota.requests, hold_ms, _recover_ms(quota), SHRINK])
+        self._refused(keys=_keys(quota)[1:], args=[quota.requests, hold_ms, _recover_ms(quota), SHRINK,
+                                                   quota.window_ms, MIN_SHARE])
 
     def reported(self, quota: Quota, *, limit: int | None, remaining: int | None, reset_at: float | None) -> None:
         reset_ms = int(reset_at * 1000) + MIN_PAD_MS if reset_at else 0
@@ -185,6 +194,7 @@ class LocalMeter:
         self._tickets = itertools.count(1)
         self._limit: dict[str, tuple[int, float]] = {}  # scope -> (limit, lapses at)
         self._blocked: dict[str, float] = {}
+        self._shrunk_at: dict[str, float] = {}
         self._in_flight: dict[str, int] = defaultdict(int)
 
     def take(self, quota: Quota) -> int:
@@ -214,8 +224,11 @@ class LocalMeter:
     def refused(self, quota: Quota, retry_after: float | None) -> None:
         now = self._clock()
         with self._lock:
-            shrunk = max(1, math.floor(self._limit_now(quota, now) * SHRINK))
-            self._limit[quota.scope] = (shrunk, now + _recover_ms(quota) / 1000)
+            if now - self._shrunk_at.get(quota.scope, -math.inf) >= quota.seconds:
+                floor = max(1, math.ceil(quota.requests * MIN_SHARE))
+                shrunk = max(floor, math.floor(self._limit_now(quota, now) * SHRINK))
+                self._limit[quota.scope] = (shrunk, now + _recover_ms(quota) / 1000)
+                self._shrunk_at[quota.scope] = now
             hold = now + (retry_after if retry_after is not None else quota.seconds)
             self._blocked[quota.scope] = max(self._blocked.get(quota.scope, 0.0), hold)
 

@@ -68,7 +68,18 @@ def test_a_429_shrinks_the_budget_and_holds_every_worker_for_retry_after(meters)
         meters[2].take(quota)
     assert 0.5 < held.value.retry_after <= 1.0
     meters[0].refused(quota, 0.0)
-    assert meters[3].limit(quota) == 64  # shrinks again on a second 429
+    assert meters[3].limit(quota) == 80  # a second 429 in the same window is the same signal
+
+
+def test_a_429_in_a_later_window_shrinks_again_but_never_below_a_quarter_of_the_budget(meters):
+    quota = Quota("vendor:shrink-windows", 100, 0.2)
+    limits = []
+    for _ in range(8):
+        meters[0].refused(quota, 0.0)
+        limits.append(meters[1].limit(quota))
+        time.sleep(0.25)
+
+    assert limits[:3] == [80, 64, 51] and limits[-1] == 25
 
 
 def test_the_vendors_lower_limit_is_adopted_and_an_exhausted_window_waits_for_its_reset(meters):
@@ -91,6 +102,8 @@ def test_the_in_process_meter_keeps_the_same_rules():
         meter.take(quota)
     meter.refused(quota, 0.0)
     assert meter.limit(quota) == 2
+    meter.refused(quota, 0.0)
+    assert meter.limit(quota) == 2  # once per window
     meter.reported(quota, limit=1, remaining=None, reset_at=None)
     assert meter.limit(quota) == 1
 
