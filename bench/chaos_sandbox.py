@@ -29,6 +29,13 @@ from sandbox.server import ServedApp
 from sandbox.stack import SandboxStack
 
 
+CLIO_PER_MINUTE = 600
+
+
+def _clio_budget(connectors: dict) -> dict:
+    return {**connectors, "crm": {**connectors["crm"], "requests_per_minute": CLIO_PER_MINUTE}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calendar", default="staff@chaos.example", help="the HubSpot firm's Google calendar")
@@ -36,6 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     with SandboxStack.start(calendars=(args.calendar, args.mailbox)) as stack:
         stack.google.channels.allow_http = True  # textback is served on plain loopback here; real Google needs HTTPS
+        # A Clio account on a larger API budget than the default 50 per minute: the run is about crashes, faults
+        # and replays, and Clio's own limit is proved elsewhere (tests/sync/test_crm_quotas.py).
+        stack.clio.rate_limit = CLIO_PER_MINUTE
         accepted: list[dict] = []
         lock = threading.Lock()
         create = stack.twilio.create_message
@@ -84,7 +94,8 @@ def main() -> None:
         server = ServedApp(control, port=0).start()
         print(json.dumps({"control": server.url, "env": stack.env,
                           "connectors": stack.connectors_yaml(calendars=[args.calendar]),
-                          "second": stack.connectors_yaml(calendars=[args.mailbox], crm="clio", calendar="outlook")}),
+                          "second": _clio_budget(stack.connectors_yaml(calendars=[args.mailbox], crm="clio",
+                                                                       calendar="outlook"))}),
               flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
