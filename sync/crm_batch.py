@@ -50,7 +50,7 @@ def batchable(runtime: Runtime, tenant: Tenant, kind: Kind) -> Batchable | None:
 
 def claim_companions(runtime: Runtime, tenant: Tenant, kind: Kind, outbox_id: int) -> Companions:
     """Other due, unclaimed rows of the kind for the tenant that fit a batch, now claimed by this job (oldest first)."""
-    from sync.runner import CLAIM
+    from sync.runner import claim_lease
 
     spec = batchable(runtime, tenant, kind)
     if spec is None:
@@ -73,8 +73,9 @@ def claim_companions(runtime: Runtime, tenant: Tenant, kind: Kind, outbox_id: in
                 continue  # a payload the single path will report on
             if spec.caller(session, tenant, job) is None:
                 continue
+            lease = now + claim_lease(runtime)  # TEXTBACK_CLAIM_SECONDS, as for the job's own row
             taken = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, *free[2:])
-                                    .values(claimed_until=now + CLAIM, attempts=OutboxRow.attempts + 1)).rowcount
+                                    .values(claimed_until=lease, attempts=OutboxRow.attempts + 1)).rowcount
             if taken:
                 claimed.append((row_id, job))
     return claimed

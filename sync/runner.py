@@ -137,7 +137,7 @@ def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:
         _tell_waiting_caller(runtime, tenant, kind, parse_payload(kind, raw), error)
 
 
-def _claim_for(runtime: Runtime) -> timedelta:
+def claim_lease(runtime: Runtime) -> timedelta:
     """CLAIM, or TEXTBACK_CLAIM_SECONDS when the runtime's settings name it."""
     seconds = getattr(runtime.settings, "claim_seconds", None)
     return timedelta(seconds=seconds) if seconds else CLAIM
@@ -150,7 +150,7 @@ def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
             update(OutboxRow)
             .where(OutboxRow.id == outbox_id, OutboxRow.status == OutboxStatus.pending,
                    or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now))
-            .values(claimed_until=now + _claim_for(runtime), attempts=OutboxRow.attempts + 1)
+            .values(claimed_until=now + claim_lease(runtime), attempts=OutboxRow.attempts + 1)
         ).rowcount
         if not claimed:
             return None

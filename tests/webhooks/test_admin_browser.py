@@ -119,7 +119,8 @@ def test_an_owner_runs_the_day_from_the_admin_pages(two_firms, stack, browser, t
     browser.execute_script("document.querySelector('form[action$=\"/reply\"] input[name=csrf]').remove()")
     browser.find_element(By.ID, "body").send_keys("this must not be sent")
     browser.find_element(By.ID, "send-reply").click()
-    assert "CSRF token is missing or wrong" in browser.page_source
+    # the click returns before the answer has loaded on a busy box: wait for it
+    WebDriverWait(browser, 20).until(lambda b: "CSRF token is missing or wrong" in b.page_source)
     textback.drain()
     assert "this must not be sent" not in texts_to(stack)
 
