@@ -31,6 +31,8 @@ from webhooks.api_routes import hash_key
 
 API_KEY = "tbk_nul_byte_tests"
 
+TIMEOUT = 30  # a loaded CI box with PostgreSQL busy answers slowly; never a reason to fail
+
 
 @pytest.fixture
 def tenants_path(tmp_path, stack, monkeypatch):
@@ -46,7 +48,7 @@ def pg(postgres_db, tenants_path, clock):
 
 @pytest.fixture
 def pg_phone(pg, stack):
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=TIMEOUT) as http:
         yield SandboxPhone(app_url=pg.url, auth_token=stack.auth_token, account_sid=stack.account_sid,
                            twilio=stack.twilio, http=http)
 
@@ -84,7 +86,7 @@ def test_an_api_report_with_nul_and_lone_surrogates_is_accepted_on_postgresql(pg
     report = {"caller": "+1555010\u00003333", "called": BUSINESS, "occurred_at": "2031-06-02T10:00:00-04:00",
               "idempotency_key": "crm-\u0000call-\ud800-7"}
     # json.dumps keeps them as \\u escapes, as a client's JSON would carry them
-    answer = httpx.post(pg.url + "/api/v1/missed-calls", content=json.dumps(report),
+    answer = httpx.post(timeout=TIMEOUT, url=pg.url + "/api/v1/missed-calls", content=json.dumps(report),
                         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
 
     assert answer.status_code == 202, answer.text
@@ -93,17 +95,17 @@ def test_an_api_report_with_nul_and_lone_surrogates_is_accepted_on_postgresql(pg
 
 def test_vendor_webhooks_with_nul_bytes_are_refused_or_taken_never_a_500_on_postgresql(pg, clock, stack):
     # A Graph notification naming a subscription with a NUL in its id: not ours
-    graph = httpx.post(pg.url + "/webhooks/microsoft",
+    graph = httpx.post(timeout=TIMEOUT, url=pg.url + "/webhooks/microsoft",
                        content=json.dumps({"value": [{"subscriptionId": "sub\u0000", "clientState": "x\u0000"}]}),
                        headers={"Content-Type": "application/json"})
     # A Clio delivery to a path with a NUL in it: no URL of ours has one
-    clio = httpx.post(pg.url + "/webhooks/clio/path%00token", content=b"{}")
+    clio = httpx.post(timeout=TIMEOUT, url=pg.url + "/webhooks/clio/path%00token", content=b"{}")
     # A signed HubSpot event whose object id carries a NUL
     body = json.dumps([{"eventId": 9, "portalId": stack.hubspot.webhooks.portal_id, "occurredAt": 1,
                         "subscriptionType": "contact.propertyChange", "objectId": "51\u0000",
                         "propertyName": "textback_do_not_text", "propertyValue": "true\u0000"}]).encode()
     timestamp = str(int(clock().timestamp() * 1000))
-    hubspot = httpx.post(pg.url + "/webhooks/hubspot", content=body, headers={
+    hubspot = httpx.post(timeout=TIMEOUT, url=pg.url + "/webhooks/hubspot", content=body, headers={
         "Content-Type": "application/json", "X-HubSpot-Request-Timestamp": timestamp,
         "X-HubSpot-Signature-v3": signature_v3(HUBSPOT_APP_SECRET, "POST", pg.url + "/webhooks/hubspot", body,
                                                timestamp)})
@@ -112,7 +114,7 @@ def test_vendor_webhooks_with_nul_bytes_are_refused_or_taken_never_a_500_on_post
 
 
 def test_the_admin_sign_in_with_a_nul_in_the_email_is_a_failed_sign_in_on_postgresql(pg):
-    with httpx.Client(base_url=pg.url, timeout=10) as http:
+    with httpx.Client(base_url=pg.url, timeout=TIMEOUT) as http:
         http.get("/admin/login")
         answer = http.post("/admin/login", data={"email": "staff\x00@example.com", "password": "x" * 12,
                                                  "csrf": http.cookies.get("textback_login_csrf")})
@@ -132,8 +134,8 @@ def test_a_long_idempotency_key_is_kept_as_a_digest_and_a_retry_with_it_is_a_dup
               "idempotency_key": "k" * 100}
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
-    first = httpx.post(pg.url + "/api/v1/missed-calls", json=report, headers=headers)
-    again = httpx.post(pg.url + "/api/v1/missed-calls", json=report, headers=headers)
+    first = httpx.post(timeout=TIMEOUT, url=pg.url + "/api/v1/missed-calls", json=report, headers=headers)
+    again = httpx.post(timeout=TIMEOUT, url=pg.url + "/api/v1/missed-calls", json=report, headers=headers)
 
     assert (first.status_code, again.status_code) == (202, 202), first.text
     assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
@@ -152,6 +154,7 @@ def test_twilio_fields_longer_than_their_columns_are_clipped_or_refused_on_postg
 
 
 def test_a_row_id_beyond_postgresqls_integer_is_a_422(pg):
-    answer = httpx.post(f"{pg.url}/api/v1/conversations/{2**40}/takeover", headers={"Authorization": f"Bearer {API_KEY}"})
+    answer = httpx.post(f"{pg.url}/api/v1/conversations/{2**40}/takeover", timeout=TIMEOUT,
+                        headers={"Authorization": f"Bearer {API_KEY}"})
 
     assert answer.status_code == 422
