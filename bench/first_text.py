@@ -135,7 +135,7 @@ def database(store: str, workdir: Path):
 
 
 @contextlib.contextmanager
-def textback(services: Services, database_url: str, workdir: Path, *, threads: int):
+def textback(services: Services, database_url: str, workdir: Path, *, threads: int, web_processes: int = 1):
     """`textback serve` and `textback worker`, as two processes, on one tenant texting through the sandbox."""
     port = free_port()
     tenants = workdir / "tenants.yaml"
@@ -153,7 +153,7 @@ def textback(services: Services, database_url: str, workdir: Path, *, threads: i
     subprocess.run(["redis-cli", "-u", services.redis_url, "flushdb"], check=True, capture_output=True)
     subprocess.run([BIN / "textback", "db", "upgrade"], env=env, check=True, capture_output=True, cwd=workdir)
     logs = (workdir / "serve.log").open("ab"), (workdir / "worker.log").open("ab")
-    web = subprocess.Popen([BIN / "textback", "serve", "--port", str(port)], env=env, cwd=workdir,
+    web = subprocess.Popen([BIN / "textback", "serve", "--port", str(port), "--workers", str(web_processes)], env=env, cwd=workdir,
                            stdout=logs[0], stderr=subprocess.STDOUT)
     worker = subprocess.Popen([BIN / "textback", "worker", "--threads", str(threads)], env=env, cwd=workdir,
                               stdout=logs[1], stderr=subprocess.STDOUT)
@@ -205,33 +205,73 @@ def signed_reply(app_url: str, auth_token: str, account_sid: str, caller: str, b
             {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"})
 
 
+class RawPoster:
+    """HTTP/1.1 POSTs written as prepared bytes over a pool of kept-alive asyncio connections: the generator
+    shares the two cores with what it measures, and httpx spent ~3 ms of CPU per request (28% of the box at
+    100/s). A request never waits for a connection: when none is idle a new one is opened."""
+
+    def __init__(self, url: str) -> None:
+        parsed = httpx.URL(url)
+        self.host, self.port, self.path = parsed.host, parsed.port, parsed.raw_path.decode()
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened: list[asyncio.StreamWriter] = []
+
+    def prepare(self, body: bytes, headers: dict) -> bytes:
+        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def post(self, request: bytes) -> int:
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened.append(writer)
+        try:
+            writer.write(request)
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            writer.close()
+            return -1
+        self.idle.append((reader, writer))
+        return status
+
+    def close(self) -> None:
+        for writer in self.opened:
+            writer.close()
+
+
 async def offer(url: str, requests: list[tuple[bytes, dict]], rate: float) -> tuple[list[int], list[tuple[int, int]], float]:
     """Send request i at t0 + i/rate (open loop). Returns scheduled departure ns, (status, response ns), lag."""
-    limits = httpx.Limits(max_connections=4000, max_keepalive_connections=4000)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        scheduled: list[int] = []
-        answers: list[tuple[int, int]] = [(0, 0)] * len(requests)
-        max_lag = 0.0
+    poster = RawPoster(url)
+    prepared = [poster.prepare(body, headers) for body, headers in requests]
+    scheduled: list[int] = []
+    answers: list[tuple[int, int]] = [(0, 0)] * len(requests)
+    max_lag = 0.0
 
-        async def fire(i: int, body: bytes, headers: dict) -> None:
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                answers[i] = (response.status_code, time.monotonic_ns())
-            except httpx.HTTPError:
-                answers[i] = (-1, time.monotonic_ns())
+    async def fire(i: int) -> None:
+        status = await poster.post(prepared[i])
+        answers[i] = (status, time.monotonic_ns())
 
-        tasks = []
-        t0 = time.monotonic_ns() + 50_000_000
-        for i, (body, headers) in enumerate(requests):
-            due = t0 + int(i * 1e9 / rate)
-            delay = (due - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            max_lag = max(max_lag, (time.monotonic_ns() - due) / 1e6)
-            scheduled.append(due)
-            tasks.append(asyncio.create_task(fire(i, body, headers)))
-        await asyncio.gather(*tasks)
-        return scheduled, answers, max_lag
+    tasks = []
+    t0 = time.monotonic_ns() + 50_000_000
+    for i in range(len(prepared)):
+        due = t0 + int(i * 1e9 / rate)
+        delay = (due - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        max_lag = max(max_lag, (time.monotonic_ns() - due) / 1e6)
+        scheduled.append(due)
+        tasks.append(asyncio.create_task(fire(i)))
+    await asyncio.gather(*tasks)
+    poster.close()
+    return scheduled, answers, max_lag
 
 
 def arrivals(services: Services) -> list[tuple[str, str, int]]:

@@ -77,9 +77,12 @@ class Pending:
         event.listen(session, "after_commit", lambda _session: setattr(self, "completed", True), once=True)
 
     def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any],
-            not_before: datetime | None = None) -> OutboxRow:
-        """Write the intent once per `key`; a second call with the same key returns the first row."""
-        existing = session.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == key))
+            not_before: datetime | None = None, new_key: bool = False) -> OutboxRow:
+        """Write the intent once per `key`; a second call with the same key returns the first row.
+
+        `new_key`: the key names a row inserted in this transaction (a new message's id), so no earlier
+        intent can hold it and it is not looked up (the unique index would still refuse a second one)."""
+        existing = None if new_key else session.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == key))
         if existing is not None:
             return existing
         row = OutboxRow(tenant_id=tenant_id, kind=kind.value, payload=payload, idempotency_key=key,
@@ -108,5 +111,5 @@ def queue_text(session: Session, *, conversation: Conversation, body: str, pendi
     message = add_outbound(session, conversation=conversation, body=body, purpose=purpose, template=template)
     payload = {"message_id": message.id} | ({"call_id": call_id} if call_id is not None else {})
     pending.add(session, tenant_id=conversation.tenant_id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload=payload, not_before=not_before)
+                payload=payload, not_before=not_before, new_key=True)
     return message

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, false, select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
 from core.config import Tenant
@@ -50,6 +51,7 @@ class LookUpSent(VendorCall):
 @dataclass(frozen=True)
 class Send(VendorCall):
     sms: OutboundSMS
+    called_at: datetime | None = None  # a first text's call: when it came in (the seconds-to-first-text metric)
 
 
 SendDecision = Skip | Defer | LookUpLineType | LookUpSent | Send
@@ -57,14 +59,14 @@ SendDecision = Skip | Defer | LookUpLineType | LookUpSent | Send
 
 def prepare_send(session: Session, *, tenant: Tenant, job: SendSMSJob, now: datetime,
                  status_callback: str) -> SendDecision:
-    message = session.get(Message, job.message_id)
-    if message is None or message.tenant_id != tenant.id:
+    found = _sending_rows(session, job)
+    if found is None or found[0].tenant_id != tenant.id:
         return Skip("no such message")
+    message, lead, call, answered_since = found
     if message.provider_sid is not None:
         return Skip("already at the provider")  # recorded by the send, or named by an early status callback
     if message.status not in (MessageStatus.queued, MessageStatus.sending):
         return Skip(f"already {message.status}")
-    lead = session.get(Lead, message.lead_id)
     purpose = message.purpose or "reply"
     if purpose not in ALWAYS_ALLOWED and (lead.opted_out_at or lead.do_not_text or lead.undeliverable_code):
         message.status = MessageStatus.suppressed
@@ -73,8 +75,7 @@ def prepare_send(session: Session, *, tenant: Tenant, job: SendSMSJob, now: date
                            status_callback=f"{status_callback}?m={message.id}")
     if message.status == MessageStatus.sending:
         return LookUpSent(outbound, known_ids=_known_ids(session, message))
-    call = session.get(Call, job.call_id) if job.call_id else None
-    if purpose == "first" and call is not None and _answered_since(session, call):
+    if purpose == "first" and call is not None and answered_since:
         _skip_first(session, message, call, "answered_meanwhile")
         return Skip("answered_meanwhile")
     zones = caller_zones(lead.phone, tenant.zone)
@@ -86,7 +87,22 @@ def prepare_send(session: Session, *, tenant: Tenant, job: SendSMSJob, now: date
     if purpose == "first" and tenant.missed_call.lookup_line_type and lead.line_type is None:
         return LookUpLineType(lead.phone)
     message.status = MessageStatus.sending
-    return Send(outbound)
+    return Send(outbound, called_at=call.created_at if call is not None and purpose == "first" else None)
+
+
+def _sending_rows(session: Session, job: SendSMSJob) -> tuple[Message, Lead, Call | None, bool] | None:
+    """The message, its lead, the call it answers and whether that caller was answered on a later call:
+    one query, since every text pays for it."""
+    later = aliased(Call)
+    answered_since = exists().where(later.lead_id == Call.lead_id, later.status == "answered", later.id != Call.id,
+                                    later.created_at >= Call.created_at)
+    row = session.execute(
+        select(Message, Lead, Call, answered_since)
+        .join(Lead, Lead.id == Message.lead_id)
+        .outerjoin(Call, Call.id == job.call_id if job.call_id else false())
+        .where(Message.id == job.message_id)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2], bool(row[3]))
 
 
 def record_line_type(session: Session, *, job: SendSMSJob, line_type: str | None) -> None:
@@ -99,11 +115,17 @@ def record_line_type(session: Session, *, job: SendSMSJob, line_type: str | None
 
 
 def record_sent(session: Session, *, tenant: Tenant, job: SendSMSJob, sent: SentSMS, now: datetime,
-                pending: Pending) -> None:
-    message = session.get(Message, job.message_id)
-    message.provider_sid, message.status, message.sent_at = sent.provider_id, sent.status, now
-    if message.purpose == "first" and message.conversation_id and tenant.followups.max > 0:
-        schedule_followup(session, tenant, message.conversation_id, number=1, after=now, pending=pending)
+                pending: Pending) -> str:
+    """The provider has the text: note its id and status; a first text schedules the first follow-up.
+    Returns the message's purpose."""
+    purpose, conversation_id = session.execute(
+        update(Message).where(Message.id == job.message_id)
+        .values(provider_sid=sent.provider_id, status=sent.status, sent_at=now)
+        .returning(Message.purpose, Message.conversation_id).execution_options(synchronize_session=False)
+    ).one()
+    if purpose == "first" and conversation_id and tenant.followups.max > 0:
+        schedule_followup(session, tenant, conversation_id, number=1, after=now, pending=pending)
+    return purpose or "reply"
 
 
 def record_not_sent(session: Session, *, job: SendSMSJob) -> None:
@@ -153,12 +175,6 @@ def _known_ids(session: Session, message: Message) -> frozenset[str]:
     return frozenset(session.scalars(select(Message.provider_sid).where(
         Message.tenant_id == message.tenant_id, Message.lead_id == message.lead_id,
         Message.direction == "outbound", Message.provider_sid.is_not(None))))
-
-
-def _answered_since(session: Session, call: Call) -> bool:
-    return session.scalar(select(Call.id).where(
-        Call.lead_id == call.lead_id, Call.status == "answered", Call.id != call.id,
-        Call.created_at >= call.created_at).limit(1)) is not None
 
 
 def _skip_first(session: Session, message: Message, call: Call, reason: str) -> None:

@@ -29,14 +29,14 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from core.config import MissedCallSettings, Tenant, to_e164
 from core.engine.conversation import opening
 from core.hours import is_open, label_opening, next_opening
 from core.outbox import Kind, Pending, queue_text
-from core.store.repo import lead_for, open_conversation
+from core.store.repo import lead_and_whether_new, lead_for, open_conversation
 from core.store.tables import CALL_SID_LENGTH, Call, Conversation
 
 MISSED_DIAL_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
@@ -69,12 +69,21 @@ def is_missed(*, dial_status: str, answered_by: str | None, duration: int | None
 def call_started(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, now: datetime,
                  source: str = "twilio") -> Call:
     """Record a ringing call once per CallSid; a retried webhook returns the same row."""
+    call = _ringing(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now, source=source)
+    if inspect(call).transient:
+        session.add(call)
+        session.flush()
+    return call
+
+
+def _ringing(session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, now: datetime,
+             source: str = "twilio") -> Call:
+    """The call's row, or a new one not yet added to the session: the missed-call path inserts it once, with
+    its outcome, instead of inserting a ringing row and updating it (one statement, not two or three)."""
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
         call = Call(tenant_id=tenant.id, call_sid=call_sid, from_number=caller, to_number=called, status="ringing",
-                    source=source, created_at=now)
-        session.add(call)
-        session.flush()
+                    source=source, texted=False, created_at=now)
     return call
 
 
@@ -83,13 +92,14 @@ def dial_completed(
     now: datetime, pending: Pending, answered_by: str | None = None, duration: int | None = None,
 ) -> MissedCallOutcome:
     """The staff phones were rung; decide whether the call was missed and text back if so."""
-    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
+    call = _ringing(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
     if call.status != "ringing":
         return MissedCallOutcome(call.id, call.status == "missed", call.texted, call.skip_reason, duplicate=True)
     call.dial_status, call.answered_by, call.duration_seconds = dial_status, answered_by, duration
     if not is_missed(dial_status=dial_status, answered_by=answered_by, duration=duration, settings=tenant.missed_call):
         call.status = "answered"
         _link_lead(session, tenant, call)
+        _keep(session, call)
         return MissedCallOutcome(call.id, False, False, None)
     return _missed(session, tenant=tenant, call=call, now=now, pending=pending)
 
@@ -98,7 +108,7 @@ def forwarded_call(
     session: Session, *, tenant: Tenant, call_sid: str, caller: str, called: str, now: datetime, pending: Pending,
 ) -> MissedCallOutcome:
     """The business's own phone system forwarded an unanswered call: it is missed by definition."""
-    call = call_started(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
+    call = _ringing(session, tenant=tenant, call_sid=call_sid, caller=caller, called=called, now=now)
     if call.status != "ringing":
         return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
     call.dial_status = "forwarded"
@@ -110,8 +120,8 @@ def reported_missed_call(
     now: datetime, pending: Pending,
 ) -> MissedCallOutcome:
     """Another phone system reports a miss (POST /api/v1/missed-calls): same policy, same dedupe."""
-    call = call_started(session, tenant=tenant, call_sid=api_call_sid(tenant.id, idempotency_key), caller=caller,
-                        called=called, now=min(occurred_at, now), source="api")
+    call = _ringing(session, tenant=tenant, call_sid=api_call_sid(tenant.id, idempotency_key), caller=caller,
+                    called=called, now=min(occurred_at, now), source="api")
     if call.status != "ringing":
         return MissedCallOutcome(call.id, True, call.texted, call.skip_reason, duplicate=True)
     call.dial_status = "reported"
@@ -131,8 +141,10 @@ def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pend
     reason = _skip_reason(session, tenant=tenant, call=call, now=now)
     if reason is not None:
         call.skip_reason = reason
+        _keep(session, call)
         return MissedCallOutcome(call.id, True, False, reason)
     call.texted = True
+    _keep(session, call)
     if is_open(tenant.hours, tenant.zone, now):
         situation, opens = "first_in_hours", None
     else:
@@ -143,9 +155,17 @@ def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pend
                        pending=pending, situation=situation, opens=opens, purpose="first",
                        not_before=now + timedelta(seconds=delay) if delay else None)
     if "crm" in tenant.connectors:  # no CRM, no job that would only find out there is none
-        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead,
-                    key=f"crm-lead:{call.lead_id}:call:{call.id}", payload={"lead_id": call.lead_id})
+        # The key names this call's new id: no earlier row can hold it, so it is not looked up first.
+        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{call.lead_id}:call:{call.id}",
+                    payload={"lead_id": call.lead_id}, new_key=True)
     return MissedCallOutcome(call.id, True, True, None)
+
+
+def _keep(session: Session, call: Call) -> None:
+    """Insert a new call now, with its outcome (its id names the jobs); a known one is updated at commit."""
+    if inspect(call).transient:
+        session.add(call)
+        session.flush()
 
 
 def start_conversation(
@@ -187,8 +207,10 @@ def _skip_reason(session: Session, *, tenant: Tenant, call: Call, now: datetime)
         return "blocklisted"
     if caller in tenant.phone_numbers or caller in tenant.forward_to or caller in tenant.handoff_to:
         return "internal_number"
-    lead = lead_for(session, tenant_id=tenant.id, phone=caller)
+    lead, created = lead_and_whether_new(session, tenant_id=tenant.id, phone=caller)
     call.lead_id = lead.id
+    if created:
+        return None  # a caller never seen has no opt-out, conversation or earlier text to look up
     if lead.opted_out_at is not None:
         return "opted_out"
     if lead.do_not_text:
@@ -198,10 +220,9 @@ def _skip_reason(session: Session, *, tenant: Tenant, call: Call, now: datetime)
     if open_conversation(session, lead_id=lead.id) is not None:
         return "active_conversation"
     cooldown_start = now - timedelta(hours=tenant.missed_call.cooldown_hours)
-    recent = session.scalar(
-        select(Call.id).where(Call.lead_id == lead.id, Call.texted.is_(True), Call.created_at >= cooldown_start,
-                              Call.id != call.id).limit(1)
-    )
-    if recent is not None:
+    earlier = select(Call.id).where(Call.lead_id == lead.id, Call.texted.is_(True), Call.created_at >= cooldown_start)
+    if call.id is not None:
+        earlier = earlier.where(Call.id != call.id)
+    if session.scalar(earlier.limit(1)) is not None:
         return "cooldown"
     return None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy import select
+
 from connectors.base import Ambiguous, ConnectorError, Rejected, SMSProvider
 from core import sending
 from core.config import Tenant
 from core.jobs import Defer, FollowupJob, NotifyStaffJob, SendSMSJob, Skip
 from core.models import OutboundSMS
 from core.outbox import Deferred, Pending
-from core.store.tables import Call, Message
+from core.store.tables import Call
 from sync import metrics
 from sync.runtime import Runtime
 
@@ -37,16 +41,16 @@ def send_sms(runtime: Runtime, tenant: Tenant, job: SendSMSJob, pending: Pending
                     with runtime.db.transaction() as session:
                         sending.record_not_sent(session, job=job)  # the provider never had it: send it now
                     continue
-                _record_sent(runtime, tenant, job, found, pending)
+                _record_sent(runtime, tenant, job, found, pending, called_at=_called_at(runtime, job))
                 return
-            case sending.Send(sms=sms):
-                _send(runtime, tenant, provider, job, sms, pending)
+            case sending.Send(sms=sms, called_at=called_at):
+                _send(runtime, tenant, provider, job, sms, pending, called_at=called_at)
                 return
     raise RuntimeError(f"message {job.message_id}: no decision after {MAX_STEPS} steps")
 
 
 def _send(runtime: Runtime, tenant: Tenant, provider: SMSProvider, job: SendSMSJob, sms: OutboundSMS,
-          pending: Pending) -> None:
+          pending: Pending, *, called_at: datetime | None) -> None:
     try:
         sent = provider.send(sms)
     except Ambiguous:
@@ -60,19 +64,26 @@ def _send(runtime: Runtime, tenant: Tenant, provider: SMSProvider, job: SendSMSJ
         with runtime.db.transaction() as session:
             sending.record_not_sent(session, job=job)
         raise
-    _record_sent(runtime, tenant, job, sent, pending)
+    _record_sent(runtime, tenant, job, sent, pending, called_at=called_at)
 
 
-def _record_sent(runtime: Runtime, tenant: Tenant, job: SendSMSJob, sent, pending: Pending) -> None:
+def _record_sent(runtime: Runtime, tenant: Tenant, job: SendSMSJob, sent, pending: Pending, *,
+                 called_at: datetime | None) -> None:
     now = runtime.now()
     with runtime.db.transaction() as session:
-        sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=now, pending=pending)
-        purpose = session.get(Message, job.message_id).purpose or "reply"
-        call = session.get(Call, job.call_id) if job.call_id is not None and purpose == "first" else None
+        purpose = sending.record_sent(session, tenant=tenant, job=job, sent=sent, now=now, pending=pending)
         pending.complete_job(session, now)
     metrics.TEXTS_SENT.labels(tenant.id, purpose).inc()
-    if call is not None:
-        metrics.FIRST_TEXT_SECONDS.labels(tenant.id).observe(max((now - call.created_at).total_seconds(), 0.0))
+    if purpose == "first" and called_at is not None:
+        metrics.FIRST_TEXT_SECONDS.labels(tenant.id).observe(max((now - called_at).total_seconds(), 0.0))
+
+
+def _called_at(runtime: Runtime, job: SendSMSJob) -> datetime | None:
+    """When a first text's call came in (for the metric), on the rare path that did not read it already."""
+    if job.call_id is None:
+        return None
+    with runtime.db.transaction() as session:
+        return session.scalar(select(Call.created_at).where(Call.id == job.call_id))
 
 
 def send_followup(runtime: Runtime, tenant: Tenant, job: FollowupJob, pending: Pending) -> None:

@@ -144,25 +144,31 @@ def claim_lease(runtime: Runtime) -> timedelta:
 
 
 def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
+    """Claim the row and read it in one statement (UPDATE ... RETURNING), or None when it is not free."""
     now = runtime.now()
+    this_row = OutboxRow.id == outbox_id
     with runtime.db.transaction() as session:
         claimed = session.execute(
             update(OutboxRow)
-            .where(OutboxRow.id == outbox_id, OutboxRow.status == OutboxStatus.pending,
+            .where(this_row, OutboxRow.status == OutboxStatus.pending,
                    or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now))
             .values(claimed_until=now + claim_lease(runtime), attempts=OutboxRow.attempts + 1)
-        ).rowcount
-        if not claimed:
+            .returning(OutboxRow.kind, OutboxRow.tenant_id, OutboxRow.payload, OutboxRow.not_before)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if claimed is None:
             return None
-        row = session.get(OutboxRow, outbox_id)
-        if row.not_before is not None and row.not_before > now:
+        kind, tenant_id, payload, not_before = claimed
+        if not_before is not None and not_before > now:
             # Delivered early (a delayed message, a replay): leave it for the relay to send when due.
-            row.claimed_until, row.enqueued_at, row.attempts = None, None, row.attempts - 1
+            session.execute(update(OutboxRow).where(this_row).values(
+                claimed_until=None, enqueued_at=None, attempts=OutboxRow.attempts - 1))
             return None
         try:
-            return Kind(row.kind), row.tenant_id, dict(row.payload)
+            return Kind(kind), tenant_id, dict(payload)
         except ValueError:
-            row.status, row.claimed_until, row.last_error = OutboxStatus.failed, None, f"unknown job kind {row.kind!r}"
+            session.execute(update(OutboxRow).where(this_row).values(
+                status=OutboxStatus.failed, claimed_until=None, last_error=f"unknown job kind {kind!r}"))
             return None
 
 

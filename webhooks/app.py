@@ -8,8 +8,6 @@ it answers 503 with Retry-After, so Twilio and API clients retry, never 200 with
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -19,13 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
 
 from core.storable import storable_tree
-from sync import logs, metrics
+from sync import metrics
 from sync.runtime import Runtime
 from webhooks import admin, api_routes, sync_routes, twilio_routes
+from webhooks.request_log import RequestLog
 from webhooks.signature_log import SignatureFailures
 
 log = logging.getLogger(__name__)
-access = logging.getLogger("textback.access")
 
 DATABASE_RETRY_AFTER = "5"
 
@@ -50,36 +48,7 @@ def create_app(runtime: Runtime, *, broker_ping=None) -> FastAPI:
     async def sign_in_first(request: Request, exc: Exception) -> Response:
         return RedirectResponse("/admin/login", status_code=303)
 
-    @app.middleware("http")
-    async def refuse_nul_in_the_url(request: Request, call_next):
-        """No URL of ours has a NUL in its path or query, and PostgreSQL cannot look one up: 400, not a 500."""
-        if "\x00" in request.scope["path"] or b"%00" in request.scope["query_string"].lower():
-            return JSONResponse({"detail": "the URL contains a NUL character (%00)"}, status_code=400)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def time_and_log_requests(request: Request, call_next):
-        """Times every request for /metrics and logs one line with its request id (echoed as X-Request-Id)."""
-        started = time.perf_counter()
-        incoming = request.headers.get("x-request-id", "")
-        rid = incoming if incoming.isascii() and 0 < len(incoming) <= 64 else uuid.uuid4().hex
-        token = logs.request_id.set(rid)
-        try:
-            response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            seconds = time.perf_counter() - started
-            metrics.WEBHOOK_SECONDS.labels(route, request.method, str(response.status_code)).observe(seconds)
-            tenant_token = logs.tenant.set(getattr(request.state, "tenant_id", None))
-            sid_token = logs.call_sid.set(getattr(request.state, "call_sid", None))
-            access.info("%s %s %s", request.method, route, response.status_code,
-                        extra={"route": route, "method": request.method, "status": response.status_code,
-                               "ms": round(seconds * 1000, 1)})
-            logs.tenant.reset(tenant_token)
-            logs.call_sid.reset(sid_token)
-        finally:
-            logs.request_id.reset(token)
-        response.headers["X-Request-Id"] = rid
-        return response
+    app.add_middleware(RequestLog)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:

@@ -28,26 +28,54 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: every interface)"),
-          port: int = typer.Option(8000, help="port to listen on")) -> None:
+          port: int = typer.Option(8000, help="port to listen on"),
+          workers: int = typer.Option(1, min=1, help="web processes sharing the port (one per CPU core the web "
+                                                     "may use; see the README's production section)")) -> None:
     """Run the web app (Twilio webhooks); pair it with `textback worker`. Prints the URLs to give Twilio."""
     import uvicorn
+
+    _configure_logging()
+    runtime = runtime_for(Settings())
+    require_schema(runtime)  # refused here, once, before any process starts
+    for line in webhook_urls(runtime, listening=f"http://{host}:{port}"):
+        typer.echo(line)
+    options = dict(host=host, port=port, proxy_headers=True, log_config=None,
+                   access_log=False)  # our JSON lines (sync/logs.py) carry the access log
+    if workers == 1:
+        uvicorn.run(serving_app(runtime), **options)
+        return
+    runtime.close()
+    runtime.db.dispose()
+    # Each process builds its own runtime (database pool, broker connection, connectors) in the factory.
+    uvicorn.run("webhooks.cli_serve:serving_app", factory=True, workers=workers, **options)
+
+
+def serving_app(runtime=None):
+    """The web app of one `serve` process, on the broker of TEXTBACK_REDIS_URL; with `--workers`, uvicorn
+    calls this in every process it starts."""
+    from contextlib import asynccontextmanager
 
     from sync import actors
     from sync.broker import make_broker, ping_for
     from webhooks.app import create_app
 
-    _configure_logging()
-    settings = Settings()
-    broker = make_broker(settings.redis_url)
+    if runtime is None:
+        _configure_logging()
+        runtime = runtime_for(Settings())
+    broker = make_broker(runtime.settings.redis_url)
     actors.bind(broker)
-    runtime = runtime_for(settings)
     runtime.dispatcher = actors.DramatiqDispatcher(runtime, mark_every=actors.MARK_EVERY)
-    require_schema(runtime)
-    for line in webhook_urls(runtime, listening=f"http://{host}:{port}"):
-        typer.echo(line)
-    uvicorn.run(create_app(runtime, broker_ping=ping_for(broker)), host=host, port=port, proxy_headers=True,
-                log_config=None, access_log=False)  # our JSON lines (sync/logs.py) carry the access log
-    runtime.dispatcher.close()  # writes the last batch of "enqueued" notes
+    app = create_app(runtime, broker_ping=ping_for(broker))
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with inner(app) as state:
+            yield state
+        runtime.dispatcher.close()  # writes the last batch of "enqueued" notes
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def worker(threads: int = typer.Option(8, help="worker threads in this process"),

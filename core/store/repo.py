@@ -14,12 +14,18 @@ HANDOFF_REACH = timedelta(days=7)
 
 
 def lead_for(session: Session, *, tenant_id: str, phone: str) -> Lead:
+    return lead_and_whether_new(session, tenant_id=tenant_id, phone=phone)[0]
+
+
+def lead_and_whether_new(session: Session, *, tenant_id: str, phone: str) -> tuple[Lead, bool]:
+    """The tenant's lead for `phone`, created when there is none; and whether it was created just now."""
     lead = session.scalar(select(Lead).where(Lead.tenant_id == tenant_id, Lead.phone == phone))
-    if lead is None:
-        lead = Lead(tenant_id=tenant_id, phone=phone)
-        session.add(lead)
-        session.flush()
-    return lead
+    if lead is not None:
+        return lead, False
+    lead = Lead(tenant_id=tenant_id, phone=phone, do_not_text=False)
+    session.add(lead)
+    session.flush()
+    return lead, True
 
 
 def open_conversation(session: Session, *, lead_id: int) -> Conversation | None:
