@@ -11,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from core.store.tables import Conversation, Message, OutboxRow
@@ -72,26 +72,35 @@ class Pending:
         """Mark the job this step runs as done, in the caller's transaction (known only once it commits)."""
         if self.job_row is None:
             return
-        session.execute(update(OutboxRow).where(OutboxRow.id == self.job_row).values(
-            status="done", done_at=now, claimed_until=None, last_error=None))
+        session.execute(_COMPLETE, {"row_id": self.job_row, "at": now})
         event.listen(session, "after_commit", lambda _session: setattr(self, "completed", True), once=True)
 
     def add(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any],
-            not_before: datetime | None = None, new_key: bool = False) -> OutboxRow:
-        """Write the intent once per `key`; a second call with the same key returns the first row.
-
-        `new_key`: the key names a row inserted in this transaction (a new message's id), so no earlier
-        intent can hold it and it is not looked up (the unique index would still refuse a second one)."""
-        existing = None if new_key else session.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == key))
+            not_before: datetime | None = None) -> int:
+        """Write the intent once per `key` and return its row's id; a second call with the same key returns
+        the first row's id and writes nothing."""
+        existing = session.scalar(_ID_BY_KEY, {"key": key})
         if existing is not None:
             return existing
-        row = OutboxRow(tenant_id=tenant_id, kind=kind.value, payload=payload, idempotency_key=key,
-                        not_before=not_before)
-        session.add(row)
-        session.flush()
-        self.ids.append(row.id)
-        self.due[row.id] = not_before
-        return row
+        return self.add_new(session, tenant_id=tenant_id, kind=kind, key=key, payload=payload, not_before=not_before)
+
+    def add_new(self, session: Session, *, tenant_id: str, kind: Kind, key: str, payload: dict[str, Any],
+                not_before: datetime | None = None) -> int:
+        """Write an intent whose key names a row inserted in this transaction (a new message's or call's id):
+        no earlier intent can hold it, so it is not looked up (the unique index would still refuse a second)."""
+        from core.store.repo import insert_row
+
+        row_id = insert_row(session, OutboxRow, tenant_id=tenant_id, kind=kind.value, payload=payload,
+                            idempotency_key=key, not_before=not_before)
+        self.ids.append(row_id)
+        self.due[row_id] = not_before
+        return row_id
+
+
+# Built once: every first text and every job step runs them.
+_COMPLETE = update(OutboxRow).where(OutboxRow.id == bindparam("row_id")).values(
+    status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)
+_ID_BY_KEY = select(OutboxRow.id).where(OutboxRow.idempotency_key == bindparam("key"))
 
 
 def log_conversation_later(session: Session, conversation: Conversation, pending: Pending, *,
@@ -102,14 +111,15 @@ def log_conversation_later(session: Session, conversation: Conversation, pending
                 key=f"crm-log:{conversation.id}:{count}:{reason}", payload={"conversation_id": conversation.id})
 
 
-def queue_text(session: Session, *, conversation: Conversation, body: str, pending: Pending,
+def queue_text(session: Session, *, conversation, body: str, pending: Pending,
                purpose: str = "reply", not_before: datetime | None = None, call_id: int | None = None,
-               template: str | None = None) -> Message:
-    """An outbound text in the conversation's transcript, and the outbox row that sends it."""
+               template: str | None = None) -> int:
+    """An outbound text in the conversation's transcript (a Conversation or a repo.ConversationRef), and the
+    outbox row that sends it; returns the message's id."""
     from core.store.repo import add_outbound  # repo reads conversation phases; import late to stay acyclic
 
-    message = add_outbound(session, conversation=conversation, body=body, purpose=purpose, template=template)
-    payload = {"message_id": message.id} | ({"call_id": call_id} if call_id is not None else {})
-    pending.add(session, tenant_id=conversation.tenant_id, kind=Kind.send_sms, key=f"sms:{message.id}",
-                payload=payload, not_before=not_before, new_key=True)
-    return message
+    message_id = add_outbound(session, conversation=conversation, body=body, purpose=purpose, template=template)
+    payload = {"message_id": message_id} | ({"call_id": call_id} if call_id is not None else {})
+    pending.add_new(session, tenant_id=conversation.tenant_id, kind=Kind.send_sms, key=f"sms:{message_id}",
+                    payload=payload, not_before=not_before)
+    return message_id

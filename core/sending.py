@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, false, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
@@ -92,17 +92,19 @@ def prepare_send(session: Session, *, tenant: Tenant, job: SendSMSJob, now: date
 
 def _sending_rows(session: Session, job: SendSMSJob) -> tuple[Message, Lead, Call | None, bool] | None:
     """The message, its lead, the call it answers and whether that caller was answered on a later call:
-    one query, since every text pays for it."""
-    later = aliased(Call)
-    answered_since = exists().where(later.lead_id == Call.lead_id, later.status == "answered", later.id != Call.id,
-                                    later.created_at >= Call.created_at)
-    row = session.execute(
-        select(Message, Lead, Call, answered_since)
-        .join(Lead, Lead.id == Message.lead_id)
-        .outerjoin(Call, Call.id == job.call_id if job.call_id else false())
-        .where(Message.id == job.message_id)
-    ).one_or_none()
+    one query, built once (every text pays for it)."""
+    row = session.execute(_SENDING_ROWS, {"message_id": job.message_id, "call_id": job.call_id}).one_or_none()
     return None if row is None else (row[0], row[1], row[2], bool(row[3]))
+
+
+_LATER = aliased(Call)
+_SENDING_ROWS = (
+    select(Message, Lead, Call, exists().where(_LATER.lead_id == Call.lead_id, _LATER.status == "answered",
+                                               _LATER.id != Call.id, _LATER.created_at >= Call.created_at))
+    .join(Lead, Lead.id == Message.lead_id)
+    .outerjoin(Call, Call.id == bindparam("call_id"))  # no call (NULL): no row joins
+    .where(Message.id == bindparam("message_id"))
+)
 
 
 def record_line_type(session: Session, *, job: SendSMSJob, line_type: str | None) -> None:
@@ -118,14 +120,18 @@ def record_sent(session: Session, *, tenant: Tenant, job: SendSMSJob, sent: Sent
                 pending: Pending) -> str:
     """The provider has the text: note its id and status; a first text schedules the first follow-up.
     Returns the message's purpose."""
-    purpose, conversation_id = session.execute(
-        update(Message).where(Message.id == job.message_id)
-        .values(provider_sid=sent.provider_id, status=sent.status, sent_at=now)
-        .returning(Message.purpose, Message.conversation_id).execution_options(synchronize_session=False)
-    ).one()
+    purpose, conversation_id = session.execute(_RECORD_SENT, {
+        "message_id": job.message_id, "sid": sent.provider_id, "new_status": sent.status, "at": now}).one()
     if purpose == "first" and conversation_id and tenant.followups.max > 0:
         schedule_followup(session, tenant, conversation_id, number=1, after=now, pending=pending)
     return purpose or "reply"
+
+
+_RECORD_SENT = (
+    update(Message).where(Message.id == bindparam("message_id"))
+    .values(provider_sid=bindparam("sid"), status=bindparam("new_status"), sent_at=bindparam("at"))
+    .returning(Message.purpose, Message.conversation_id).execution_options(synchronize_session=False)
+)
 
 
 def record_not_sent(session: Session, *, job: SendSMSJob) -> None:

@@ -66,9 +66,9 @@ def staff_message(session: Session, *, tenant: Tenant, staff_phone: str, message
         _tell_staff(session, tenant, staff_phone, called, key,
                     f"textback: not sent; the caller in #{conversation.id} opted out of texts.", pending)
         return StaffOutcome(conversation_id=conversation.id)
-    message = add_outbound(session, conversation=conversation, body=text, purpose="staff")
+    message_id = add_outbound(session, conversation=conversation, body=text, purpose="staff")
     pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"{key}:relay",
-                payload={"message_id": message.id})
+                payload={"message_id": message_id})
     return StaffOutcome(conversation_id=conversation.id, relayed=True)
 
 
@@ -111,7 +111,7 @@ def admin_reply(session: Session, *, tenant: Tenant, conversation: Conversation,
         return "the reply is empty; the conversation is paused"
     if session.get(Lead, conversation.lead_id).opted_out_at is not None:
         return "not sent: the caller opted out of texts"
-    message = add_outbound(session, conversation=conversation, body=text, purpose="staff")
-    pending.add(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"admin-reply:{message.id}",
-                payload={"message_id": message.id})
+    message_id = add_outbound(session, conversation=conversation, body=text, purpose="staff")
+    pending.add_new(session, tenant_id=tenant.id, kind=Kind.send_sms, key=f"admin-reply:{message_id}",
+                    payload={"message_id": message_id})
     return None

@@ -29,15 +29,15 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import inspect, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import Session
 
 from core.config import MissedCallSettings, Tenant, to_e164
 from core.engine.conversation import opening
 from core.hours import is_open, label_opening, next_opening
 from core.outbox import Kind, Pending, queue_text
-from core.store.repo import lead_and_whether_new, lead_for, open_conversation
-from core.store.tables import CALL_SID_LENGTH, Call, Conversation
+from core.store.repo import ConversationRef, find_lead, insert_row, lead_for, open_conversation
+from core.store.tables import CALL_SID_LENGTH, Call, Conversation, Lead
 
 MISSED_DIAL_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
 
@@ -80,11 +80,14 @@ def _ringing(session: Session, *, tenant: Tenant, call_sid: str, caller: str, ca
              source: str = "twilio") -> Call:
     """The call's row, or a new one not yet added to the session: the missed-call path inserts it once, with
     its outcome, instead of inserting a ringing row and updating it (one statement, not two or three)."""
-    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    call = session.scalar(_CALL_BY_SID, {"call_sid": call_sid})
     if call is None:
         call = Call(tenant_id=tenant.id, call_sid=call_sid, from_number=caller, to_number=called, status="ringing",
                     source=source, texted=False, created_at=now)
     return call
+
+
+_CALL_BY_SID = select(Call).where(Call.call_sid == bindparam("call_sid"))
 
 
 def dial_completed(
@@ -155,33 +158,37 @@ def _missed(session: Session, *, tenant: Tenant, call: Call, now: datetime, pend
                        pending=pending, situation=situation, opens=opens, purpose="first",
                        not_before=now + timedelta(seconds=delay) if delay else None)
     if "crm" in tenant.connectors:  # no CRM, no job that would only find out there is none
-        # The key names this call's new id: no earlier row can hold it, so it is not looked up first.
-        pending.add(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead, key=f"crm-lead:{call.lead_id}:call:{call.id}",
-                    payload={"lead_id": call.lead_id}, new_key=True)
+        pending.add_new(session, tenant_id=tenant.id, kind=Kind.crm_sync_lead,
+                        key=f"crm-lead:{call.lead_id}:call:{call.id}", payload={"lead_id": call.lead_id})
     return MissedCallOutcome(call.id, True, True, None)
 
 
 def _keep(session: Session, call: Call) -> None:
-    """Insert a new call now, with its outcome (its id names the jobs); a known one is updated at commit."""
+    """Insert a new call now, with its outcome (its id names the jobs); a known one is updated at commit.
+    The new one is written by one Core INSERT from the object's values, the object staying out of the
+    session (nothing reads it back in this transaction)."""
     if inspect(call).transient:
-        session.add(call)
-        session.flush()
+        call.id = insert_row(session, Call, **{name: getattr(call, name) for name in _CALL_COLUMNS
+                                               if getattr(call, name) is not None})
+
+
+_CALL_COLUMNS = ("tenant_id", "call_sid", "lead_id", "from_number", "to_number", "status", "dial_status", "skip_reason",
+                 "texted", "source", "answered_by", "duration_seconds", "created_at")
 
 
 def start_conversation(
     session: Session, *, tenant: Tenant, lead_id: int, business_number: str, call_id: int | None, pending: Pending,
     situation: str = "first_in_hours", opens: str | None = None, purpose: str = "reply",
     not_before: datetime | None = None,
-) -> Conversation:
+) -> ConversationRef:
     playbook = tenant.conversation_playbook()
     state, question = opening(playbook)
     text = tenant.templates.render(situation, business=tenant.name, question=question, opens=opens)
-    conversation = Conversation(
-        tenant_id=tenant.id, lead_id=lead_id, call_id=call_id, business_number=business_number,
-        playbook=playbook.id, state=state.phase.value, step=state.step, answers={}, offered_slots=[],
-    )
-    session.add(conversation)
-    session.flush()
+    conversation = ConversationRef(
+        id=insert_row(session, Conversation, tenant_id=tenant.id, lead_id=lead_id, call_id=call_id,
+                      business_number=business_number, playbook=playbook.id, state=state.phase.value,
+                      step=state.step, answers={}, offered_slots=[]),
+        tenant_id=tenant.id, lead_id=lead_id, business_number=business_number)
     queue_text(session, conversation=conversation, body=text, purpose=purpose, pending=pending, call_id=call_id,
                not_before=not_before, template=situation)
     return conversation
@@ -207,10 +214,11 @@ def _skip_reason(session: Session, *, tenant: Tenant, call: Call, now: datetime)
         return "blocklisted"
     if caller in tenant.phone_numbers or caller in tenant.forward_to or caller in tenant.handoff_to:
         return "internal_number"
-    lead, created = lead_and_whether_new(session, tenant_id=tenant.id, phone=caller)
+    lead = find_lead(session, tenant_id=tenant.id, phone=caller)
+    if lead is None:  # a caller never seen has no opt-out, conversation or earlier text to look up
+        call.lead_id = insert_row(session, Lead, tenant_id=tenant.id, phone=caller)
+        return None
     call.lead_id = lead.id
-    if created:
-        return None  # a caller never seen has no opt-out, conversation or earlier text to look up
     if lead.opted_out_at is not None:
         return "opted_out"
     if lead.do_not_text:

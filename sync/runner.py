@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from pydantic import ValidationError
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 
 from connectors.base import AuthExpired, Rejected
 from connectors.quota import OverQuota
@@ -148,14 +148,8 @@ def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
     now = runtime.now()
     this_row = OutboxRow.id == outbox_id
     with runtime.db.transaction() as session:
-        claimed = session.execute(
-            update(OutboxRow)
-            .where(this_row, OutboxRow.status == OutboxStatus.pending,
-                   or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now))
-            .values(claimed_until=now + claim_lease(runtime), attempts=OutboxRow.attempts + 1)
-            .returning(OutboxRow.kind, OutboxRow.tenant_id, OutboxRow.payload, OutboxRow.not_before)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        claimed = session.execute(_CLAIM, {"outbox_id": outbox_id, "now": now,
+                                           "until": now + claim_lease(runtime)}).one_or_none()
         if claimed is None:
             return None
         kind, tenant_id, payload, not_before = claimed
@@ -170,6 +164,16 @@ def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
             session.execute(update(OutboxRow).where(this_row).values(
                 status=OutboxStatus.failed, claimed_until=None, last_error=f"unknown job kind {kind!r}"))
             return None
+
+
+_CLAIM = (
+    update(OutboxRow)
+    .where(OutboxRow.id == bindparam("outbox_id"), OutboxRow.status == OutboxStatus.pending,
+           or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < bindparam("now")))
+    .values(claimed_until=bindparam("until"), attempts=OutboxRow.attempts + 1)
+    .returning(OutboxRow.kind, OutboxRow.tenant_id, OutboxRow.payload, OutboxRow.not_before)
+    .execution_options(synchronize_session=False)
+)  # built once: every job starts with it
 
 
 def _tell_waiting_caller(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, reason: str) -> None:

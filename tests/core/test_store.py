@@ -78,7 +78,7 @@ def test_an_outbox_key_is_written_once(any_db):
     with any_db.transaction() as s:
         a = pending.add(s, tenant_id="t1", kind=Kind.send_sms, key="sms:1", payload={"message_id": 1})
         b = pending.add(s, tenant_id="t1", kind=Kind.send_sms, key="sms:1", payload={"message_id": 1})
-    assert a.id == b.id and pending.ids == [a.id]
+    assert a == b and pending.ids == [a]
     with any_db.transaction() as s:
         assert len(s.scalars(select(OutboxRow)).all()) == 1
 

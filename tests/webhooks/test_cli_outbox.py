@@ -37,7 +37,8 @@ def db(tmp_path, monkeypatch):
                 ("acme-plumbing", Kind.crm_sync_lead, "parked", 1, "AuthExpired: invalid_grant"),
                 ("smith-law", Kind.send_sms, "done", 2, "Transient: earlier attempt timed out")]
         for n, (tenant, kind, status, attempts, error) in enumerate(rows):
-            row = pending.add(session, tenant_id=tenant, kind=kind, key=f"k{n}", payload={"message_id": n})
+            row = session.get(OutboxRow, pending.add(session, tenant_id=tenant, kind=kind, key=f"k{n}",
+                                                     payload={"message_id": n}))
             row.status, row.attempts, row.last_error = status, attempts, error
     yield database
     database.dispose()

@@ -149,10 +149,10 @@ def run_pull_once(textback, runtime: Runtime) -> None:
 
     pending = Pending()
     with runtime.db.transaction() as s:
-        row = pending.add(s, tenant_id="smith-law", kind=Kind.calendar_pull, key="pull:crash",
-                          payload={"calendar_id": CALENDAR})
+        row_id = pending.add(s, tenant_id="smith-law", kind=Kind.calendar_pull, key="pull:crash",
+                             payload={"calendar_id": CALENDAR})
     try:
-        run_job(runtime, row.id)
+        run_job(runtime, row_id)
     except ConnectionResetError:
         pass
     else:
