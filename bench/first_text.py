@@ -382,6 +382,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of each rate's run")
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--threads", type=int, default=8, help="worker threads (textback worker --threads)")
+    parser.add_argument("--web-processes", type=int, default=1, help="textback serve --workers")
     parser.add_argument("--drain", type=float, default=15, help="seconds to wait for the last texts")
     parser.add_argument("--reply-rates", default="50,100", help="inbound replies per second (POST /twilio/sms)")
     parser.add_argument("--note", default="", help="a few words for the results heading")
@@ -394,7 +395,8 @@ def main() -> None:
             floor_ms = floor(services)
             print(f"floor: p50 {floor_ms['p50']:.1f} ms, p99 {floor_ms['p99']:.1f} ms", flush=True)
             for store in args.stores.split(","):
-                with database(store, workdir) as url, textback(services, url, workdir, threads=args.threads) as (
+                with database(store, workdir) as url, textback(services, url, workdir, threads=args.threads,
+                                                                    web_processes=args.web_processes) as (
                         app_url, web_pid, worker_pid):
                     run_rate(services, app_url, (web_pid, worker_pid), 5, 2, args.drain)  # warm-up, not recorded
                     texted: list[str] = []

@@ -98,8 +98,8 @@ class Pending:
 
 
 # Built once: every first text and every job step runs them.
-_COMPLETE = update(OutboxRow).where(OutboxRow.id == bindparam("row_id")).values(
-    status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)
+_COMPLETE = update(OutboxRow.__table__).where(OutboxRow.__table__.c.id == bindparam("row_id")).values(
+    status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)  # Core: cheaper than an ORM UPDATE
 _ID_BY_KEY = select(OutboxRow.id).where(OutboxRow.idempotency_key == bindparam("key"))
 
 

@@ -127,10 +127,11 @@ def record_sent(session: Session, *, tenant: Tenant, job: SendSMSJob, sent: Sent
     return purpose or "reply"
 
 
-_RECORD_SENT = (
-    update(Message).where(Message.id == bindparam("message_id"))
+_MESSAGES = Message.__table__.c
+_RECORD_SENT = (  # Core, not an ORM UPDATE: no object of it is loaded in that transaction
+    update(Message.__table__).where(_MESSAGES.id == bindparam("message_id"))
     .values(provider_sid=bindparam("sid"), status=bindparam("new_status"), sent_at=bindparam("at"))
-    .returning(Message.purpose, Message.conversation_id).execution_options(synchronize_session=False)
+    .returning(_MESSAGES.purpose, _MESSAGES.conversation_id)
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -94,6 +94,7 @@ def bind(broker: dramatiq.Broker) -> None:
         broker.declare_actor(actor)
 
 
+BROKER_DELAY_LIMIT = timedelta(minutes=10)
 MARK_EVERY = 0.5  # seconds between the web process's and worker's batched "enqueued" notes
 
 
@@ -101,7 +102,10 @@ class DramatiqDispatcher:
     """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone.
 
     Rows due later go out with a broker delay (`delay_later_rows`), or are left to the relay,
-    which sends them once due; the relay also re-sends them if a delayed delivery is lost.
+    which sends them once due; the relay also re-sends them if a delayed delivery is lost. Rows due more
+    than BROKER_DELAY_LIMIT ahead (the follow-up a first text schedules hours ahead) are always left to the
+    relay: a Dramatiq worker holds every delayed message it fetched in memory until its time, and each
+    one cost the worker a Redis round trip and a mark on the hot path of the first text.
 
     With `mark_every` (seconds), the notes are written by one UPDATE per interval for all the rows
     enqueued meanwhile, not one transaction per request (the web process under load). The relay's grace
@@ -124,7 +128,7 @@ class DramatiqDispatcher:
         for outbox_id in outbox_ids:
             not_before = due.get(outbox_id)
             delay_ms = int((not_before - now).total_seconds() * 1000) if not_before else 0
-            if delay_ms > 0 and not self.delay_later_rows:
+            if delay_ms > 0 and (not self.delay_later_rows or not_before - now > BROKER_DELAY_LIMIT):
                 continue
             run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms if delay_ms > 0 else None)
             sent.append(outbox_id)
