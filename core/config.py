@@ -264,6 +264,9 @@ class TenantDirectory:
         return self._by_id.get(tenant_id)
 
     def by_number(self, number: str) -> Tenant | None:
+        found = self._by_number.get(number)  # Twilio sends E.164 already: no parse on every webhook
+        if found is not None:
+            return found
         try:
             return self._by_number.get(to_e164(number))
         except ValueError:

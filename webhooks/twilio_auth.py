@@ -6,6 +6,7 @@ call) and the form parameters, keyed with the tenant's auth token.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -62,11 +63,17 @@ async def _verified(request: Request, number_fields: tuple[str, ...]) -> Verifie
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not RequestValidator(sms.auth_token_for_signatures()).validate(url, form, signature):
+    if not signature or not _validator(sms.auth_token_for_signatures()).validate(url, form, signature):
         request.app.state.signature_failures.report(tenant_id=tenant.id, checked_url=url, seen_url=str(request.url),
                                       signed=bool(signature))
         raise HTTPException(403, "invalid or missing X-Twilio-Signature")
     return VerifiedRequest(tenant=tenant, form=_storable(form))
+
+
+@functools.lru_cache(maxsize=1024)
+def _validator(auth_token: str) -> RequestValidator:
+    """One validator per auth token, not one per request (a rotated token simply gets its own)."""
+    return RequestValidator(auth_token)
 
 
 def _storable(form: dict[str, str]) -> dict[str, str]:
