@@ -146,13 +146,18 @@ def _step(session: Session, *, tenant: Tenant, conversation: Conversation, lead:
         log_conversation_later(session, conversation, pending, reason="closed")
 
 
+NAME_LENGTH = Lead.__table__.c.first_name.type.length
+
+
 def _name_the_lead(lead: Lead, answers: dict) -> bool:
     """The name the caller gave becomes the lead's, so CRM contacts and calendar events carry it. True when
     it did."""
     name = answers.get("caller_name")
     if lead.first_name or not isinstance(name, str) or name in ("none", "unknown"):
         return False
-    lead.first_name, lead.last_name = split_name(name)
+    first, last = split_name(name)
+    # A "name" is whatever the caller wrote at that question; the columns (80) keep its start, as CRMs do.
+    lead.first_name, lead.last_name = first[:NAME_LENGTH], last[:NAME_LENGTH] if last else last
     return True
 
 

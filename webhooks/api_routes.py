@@ -18,7 +18,7 @@ from core import constant_time, handoff, textback
 from core.config import Tenant, to_e164
 from core.outbox import Pending
 from core.storable import storable
-from core.store.tables import Conversation
+from core.store.tables import Call, Conversation
 from sync import metrics
 from sync.runtime import Runtime
 from webhooks.params import RowId
@@ -28,12 +28,18 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 StorableStr = Annotated[str, BeforeValidator(lambda value: storable(value) if isinstance(value, str) else value)]
 
 
+NUMBER_LENGTH = Call.__table__.c.from_number.type.length
+
+
 class MissedCallReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    caller: StorableStr = Field(description="The caller's number, E.164 preferred", examples=["+13105550123"])
-    called: StorableStr = Field(description="The business number that was called (identifies the tenant)",
-                        examples=["+15550001111"])
+    # Bounded by the columns that keep them (a 40-character "number" is no phone number): a 422, not a 500.
+    caller: StorableStr = Field(max_length=NUMBER_LENGTH, description="The caller's number, E.164 preferred",
+                                examples=["+13105550123"])
+    called: StorableStr = Field(max_length=NUMBER_LENGTH,
+                                description="The business number that was called (identifies the tenant)",
+                                examples=["+15550001111"])
     occurred_at: datetime = Field(description="When the call was missed (ISO 8601 with offset)")
     idempotency_key: StorableStr = Field(min_length=1, max_length=100,
                                  description="Unique per call in your system; a retry with the same key does nothing")

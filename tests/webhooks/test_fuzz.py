@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 
 from connectors.registry import validate_connector
 from core.config import Tenant, load_tenants
-from core.inbound import inbound_sms
+from core.inbound import _name_the_lead, inbound_sms
 from core.outbox import Pending
 from core.store.migrate import upgrade
 from core.storable import storable
-from core.store.tables import Message
+from core.store.tables import Lead, Message
 from sandbox.twilio import post_signed
 from sync.embedded import Embedded
 from tests.webhooks.conftest import BUSINESS
@@ -138,6 +138,24 @@ def test_on_postgresql_the_engine_reads_any_text_the_edge_lets_through(postgres_
         _converse(postgres_db, [storable(body) for body in replies], caller=f"+1555{next(_callers):07d}")
 
     converse()
+
+
+def test_on_postgresql_a_name_longer_than_its_column_is_kept_clipped_not_refused(postgres_db):
+    # Found by this file's PostgreSQL engine test at 1,250 examples: a reply of 80+ characters to the name
+    # question became the lead's first name, and PostgreSQL refused the whole transaction (a DataError).
+    with postgres_db.transaction() as session:
+        session.add(Lead(tenant_id="t1", phone="+15550007777"))
+        session.add(Lead(tenant_id="t1", phone="+15550008888"))
+    with postgres_db.transaction() as session:
+        whole, split = (session.scalar(select(Lead).where(Lead.phone == phone)) for phone in ("+15550007777",
+                                                                                             "+15550008888"))
+        assert _name_the_lead(whole, {"caller_name": "its about my landlord " + "and the deposit " * 12})
+        assert _name_the_lead(split, {"caller_name": "Maximiliana " + "x" * 200})
+    with postgres_db.transaction() as session:
+        whole, split = (session.scalar(select(Lead).where(Lead.phone == phone)) for phone in ("+15550007777",
+                                                                                             "+15550008888"))
+        assert whole.first_name.startswith("its about my landlord") and len(whole.first_name) == 80
+        assert (split.first_name, split.last_name) == ("Maximiliana", "x" * 80)
 
 
 TENANT = Tenant(id="t1", name="Smith & Lee Law", vertical="law", timezone="America/New_York",

@@ -143,6 +143,19 @@ def test_a_long_idempotency_key_is_kept_as_a_digest_and_a_retry_with_it_is_a_dup
         assert len(s.scalar(select(Call.call_sid))) <= 64
 
 
+def test_an_api_report_with_a_caller_longer_than_any_number_is_a_422_naming_the_field_on_postgresql(pg):
+    # Found by test_api_schema.py at 2,000 examples: a 60-character caller reached the 32-character column (a 500).
+    report = {"caller": "Ω≈ç√∫˜µ≤≥÷åß∂ƒ©˙∆˚¬…¯˘¿ÅÍÎÏ˝ÓÔÒÚÆ☃Œ„´‰ˇÁ¨ˆØ∏”’`⁄€‹›ﬁﬂ‡°·‚—±", "called": BUSINESS,
+              "occurred_at": "0255-10-23T14:18:03.0Z", "idempotency_key": "Ã2v;"}
+
+    answer = httpx.post(timeout=TIMEOUT, url=pg.url + "/api/v1/missed-calls", json=report,
+                        headers={"Authorization": f"Bearer {API_KEY}"})
+
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "caller"], answer.text
+    with pg.runtime.db.transaction() as s:
+        assert s.scalar(select(Call.id)) is None
+
+
 def test_twilio_fields_longer_than_their_columns_are_clipped_or_refused_on_postgresql(pg, pg_phone):
     ring = pg_phone.signed_post("/twilio/voice", {"CallSid": "CA" + "4" * 32, "From": "client:" + "a" * 60,
                                                   "To": BUSINESS, "CallStatus": "ringing"})
