@@ -190,3 +190,58 @@ def test_an_invalid_environment_variable_is_named_with_its_value():
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     assert "TEXTBACK_RELAY_INTERVAL: Input should be a valid number" in completed.stderr
     assert "(got 'soon')" in completed.stderr
+
+
+def test_serve_with_two_web_processes_stores_every_signed_missed_call_once_and_stops_on_sigterm(
+        tmp_path, tenants_path, stack, redis_url):
+    import signal
+    import socket
+    import time
+
+    import httpx
+    from sqlalchemy import create_engine, func, select
+
+    from core.store.tables import Call, OutboxRow
+    from sandbox.twilio import post_signed
+    from tests.webhooks.conftest import BUSINESS
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    database = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    env = {**os.environ, "TEXTBACK_CONFIG": str(tenants_path), "TEXTBACK_DATABASE_URL": database,
+           "TEXTBACK_REDIS_URL": redis_url, "TEXTBACK_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    assert subprocess.run([TEXTBACK, "db", "upgrade"], env=env, capture_output=True, timeout=60).returncode == 0
+    serve = subprocess.Popen([TEXTBACK, "serve", "--port", str(port), "--workers", "2"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        with httpx.Client(timeout=30) as http:  # a new connection per request: either process may take it
+            answers = [post_signed(http, url=url + "/twilio/voice/dial-complete", auth_token=stack.auth_token,
+                                   params={"CallSid": f"CA{n:032x}", "From": f"+1555010{n:04d}", "To": BUSINESS,
+                                           "DialCallStatus": "no-answer"},
+                                   ) for n in range(20)]
+            again = post_signed(http, url=url + "/twilio/voice/dial-complete", auth_token=stack.auth_token,
+                                params={"CallSid": f"CA{0:032x}", "From": "+15550100000", "To": BUSINESS,
+                                        "DialCallStatus": "no-answer"})
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, errors = serve.communicate(timeout=30)
+
+    assert [a.status_code for a in answers] == [200] * 20 and again.status_code == 200, errors[-2000:]
+    assert all("<Say>" in a.text for a in answers)
+    assert serve.returncode == 0, errors[-2000:]
+    assert len({line for line in errors.splitlines() if "Started server process" in line}) == 2
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Call)) == 20
+        assert connection.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.kind == "send_sms")) == 20
+    engine.dispose()
