@@ -307,7 +307,7 @@ def floor(services: Services, count: int = 300) -> dict:
 
 
 def run_rate(services: Services, app_url: str, pids: tuple[int, int], rate: float, seconds: float,
-             drain: float, *, replies_from: list[str] | None = None) -> dict:
+             drain: float, *, replies_from: list[str] | None = None, database_url: str | None = None) -> dict:
     """Missed calls from new callers at `rate`; or, with `replies_from`, a reply from each of those callers
     into their open conversation (the time measured is then webhook → the next question's SMS)."""
     httpx.post(services.sink_url + "/_bench/reset")
@@ -353,11 +353,41 @@ def run_rate(services: Services, app_url: str, pids: tuple[int, int], rate: floa
         "accepted_per_s": accepted / (sent_wall or 1),
         "p50": percentile(latencies, 50), "p90": percentile(latencies, 90), "p99": percentile(latencies, 99),
         "max": max(latencies, default=float("nan")), "response_p99": percentile(responses, 99),
-        "missing": len(wanted - set(first)), "duplicates": sum(n - 1 for n in copies.values() if n > 1),
+        "missing": len(wanted - set(first)), "missing_rows": missing_rows(database_url, sorted(wanted - set(first))),
+        "duplicates": sum(n - 1 for n in copies.values() if n > 1),
         "statuses": dict(statuses), "generator_cpu_share": generator_cpu / (sent_wall * (os.cpu_count() or 1)),
         "web_cpu": (cpu_after[0] - cpu_before[0]) / wall, "worker_cpu": (cpu_after[1] - cpu_before[1]) / wall,
         "generator_lag_ms": lag,
     }
+
+
+def missing_rows(database_url: str | None, callers: list[str], most: int = 5) -> list[str]:
+    """Where the texts of callers with none at the sandbox are: their messages' and outbox rows' states."""
+    if not database_url or not callers:
+        return []
+    from sqlalchemy import create_engine, select
+
+    from core.store.db import normalized_url
+    from core.store.tables import Lead, Message, OutboxRow
+
+    engine = create_engine(normalized_url(database_url))
+    found = []
+    try:
+        with engine.connect() as connection:
+            for caller in callers[:most]:
+                lead_id = connection.scalar(select(Lead.id).where(Lead.phone == caller))
+                texts = connection.execute(select(Message.id, Message.status, Message.provider_sid).where(
+                    Message.lead_id == lead_id, Message.direction == "outbound")).all() if lead_id else []
+                rows = [connection.execute(select(OutboxRow.kind, OutboxRow.status, OutboxRow.attempts,
+                                                  OutboxRow.enqueued_at, OutboxRow.claimed_until,
+                                                  OutboxRow.last_error)
+                                           .where(OutboxRow.idempotency_key == f"sms:{text_id}")).first()
+                        for text_id, _, _ in texts]
+                found.append(f"{caller}: lead {lead_id}, texts {[tuple(t) for t in texts]}, jobs "
+                             f"{[tuple(r) if r else None for r in rows]}")
+    finally:
+        engine.dispose()
+    return found
 
 
 def machine() -> str:
@@ -419,6 +449,7 @@ def main() -> None:
                         (float(rate), texted) for rate in args.reply_rates.split(",") if rate]
                     for rate, replies_from in plan:
                         result = run_rate(services, app_url, (web_pid, worker_pid), rate, args.seconds, args.drain,
+                                          database_url=url,
                                           replies_from=None if replies_from is None else list(replies_from))
                         if replies_from is None:
                             texted.extend(result["callers"])
@@ -432,6 +463,8 @@ def main() -> None:
                               f"web {result['web_cpu']:.0%} worker {result['worker_cpu']:.0%} "
                               f"gen {result['generator_cpu_share']:.0%} lag {result['generator_lag_ms']:.0f} ms",
                               flush=True)
+                        for line in result["missing_rows"]:
+                            print(f"  missing {line}", flush=True)
         command = "python -m bench.first_text " + " ".join(sys.argv[1:])
         print(record(results, floor_ms, command.strip(), args.note))
     finally:
