@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import bindparam, or_, update
 
 from connectors.base import AuthExpired, Rejected
-from connectors.quota import OverQuota
+from connectors.quota import OverQuota, job_requests
 from core import appointments
 from core.config import Tenant
 from core.jobs import CALLER_WAITING, JobPayload, OutboxStatus, parse_payload
@@ -89,11 +89,12 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
     pending = Pending(job_row=outbox_id)
     companions = crm_batch.claim_companions(runtime, tenant, kind, outbox_id)  # a backlog of the kind, if batchable
     try:
-        if companions:
-            crm_batch.push_together(runtime, tenant, kind, job, companions,
-                                    alone=lambda: handler(runtime, tenant, job, pending))
-        else:
-            handler(runtime, tenant, job, pending)
+        with job_requests():  # once the step has sent a request, the next waits for its slot (connectors/quota.py)
+            if companions:
+                crm_batch.push_together(runtime, tenant, kind, job, companions,
+                                        alone=lambda: handler(runtime, tenant, job, pending))
+            else:
+                handler(runtime, tenant, job, pending)
     except Deferred as exc:
         _defer(runtime, outbox_id, exc)
     except AuthExpired as exc:

@@ -21,7 +21,7 @@ from sandbox.hubspot import HubSpotSandbox, create_app
 from sandbox.server import serve
 from sync.runner import run_job
 from sync.runtime import Runtime
-from tests.sync.test_crm_quotas import _crm_rows, busy_portal  # noqa: F401  (the shared fixture)
+from tests.sync.test_crm_quotas import _wait_until_done, busy_portal  # noqa: F401  (the shared fixture)
 from tests.webhooks.conftest import BUSINESS, tenant_yaml
 
 TENANT = "smith-law"
@@ -58,17 +58,6 @@ def _queue(runtime: Runtime, kind: Kind, ids: list[int]) -> list[int]:
 def _push_contacts_first(runtime: Runtime, leads: list[int]) -> None:
     runtime.dispatch(_queue(runtime, Kind.crm_sync_lead, leads))
     _wait_until_done(runtime, len(leads), timeout=90)
-
-
-def _wait_until_done(runtime: Runtime, count: int, timeout: float, kinds=(Kind.crm_sync_lead,)) -> list[OutboxRow]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = _crm_rows(runtime, kinds)
-        if len(rows) == count and all(row.status == "done" for row in rows):
-            return rows
-        time.sleep(0.2)
-    left = [(row.id, row.kind, row.status, row.attempts, row.last_error) for row in rows if row.status != "done"]
-    raise AssertionError(f"{len(left)} CRM rows not done in {timeout} s: {left[:20]}")
 
 
 def _keys(stack, object_type: str) -> list[str]:

@@ -94,8 +94,9 @@ def _wait_until_done(runtime: Runtime, count: int, timeout: float, kinds=(Kind.c
         rows = _crm_rows(runtime, kinds)
         if len(rows) == count and all(row.status == "done" for row in rows):
             return rows
-        time.sleep(0.1)
-    raise AssertionError(f"CRM rows not done in {timeout} s: {[(r.id, r.status, r.last_error) for r in _crm_rows(runtime)]}")
+        time.sleep(0.2)
+    left = [(row.id, row.kind, row.status, row.attempts, row.last_error) for row in rows if row.status != "done"]
+    raise AssertionError(f"{len(left)} CRM rows not done in {timeout} s: {left[:20]}")
 
 
 def test_four_workers_sharing_one_hubspot_connection_never_receive_a_429(busy_portal, stack):

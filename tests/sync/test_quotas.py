@@ -141,3 +141,52 @@ def test_the_in_process_meter_counts_from_the_answer_too():
     wait = _slow_request_then_ask_again(LocalMeter(), quota)
 
     assert wait > 1.0
+
+
+def test_a_job_that_has_sent_a_request_waits_for_its_next_slot_instead_of_giving_up(meters):
+    # Given: a budget of 2 requests per 0.6 s, already spent, and a job of three requests
+    from connectors.quota import job_requests
+
+    quota, meter = Quota("vendor:midjob", 2, 0.6), meters[0]
+    sent = []
+    with job_requests():
+        with counted(meter, [quota]):
+            sent.append("first")
+        with counted(meter, [quota]):
+            sent.append("second")
+        # When: its third request finds the window full
+        started = time.monotonic()
+        with counted(meter, [quota]):
+            sent.append("third")
+
+    # Then: it waited in its thread for the slot (the window's age), and every request went out
+    assert sent == ["first", "second", "third"] and 0.2 < time.monotonic() - started < 3
+
+
+def test_the_first_request_of_a_job_and_any_request_outside_a_job_never_wait(meters):
+    from connectors.quota import job_requests
+
+    quota, meter = Quota("vendor:firstreq", 1, 30.0), meters[1]
+    with counted(meter, [quota]):
+        pass
+    started = time.monotonic()
+    with pytest.raises(OverQuota):
+        with counted(meter, [quota]):
+            pass  # outside a job
+    with pytest.raises(OverQuota), job_requests():
+        with counted(meter, [quota]):
+            pass  # a job's first request: back to the queue, no thread held
+    assert time.monotonic() - started < 1
+
+
+def test_a_job_whose_next_slot_is_further_than_the_wait_bound_gives_up_and_goes_back_to_the_queue(meters):
+    from connectors.quota import MID_JOB_WAIT, job_requests
+
+    quota, meter = Quota("vendor:farslot", 1, MID_JOB_WAIT * 4), meters[2]
+    started = time.monotonic()
+    with pytest.raises(OverQuota), job_requests():
+        with counted(meter, [quota]):
+            pass
+        with counted(meter, [quota]):
+            pass
+    assert time.monotonic() - started < 1  # the slot is 20 s away: no point holding the thread
