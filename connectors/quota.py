@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -116,15 +117,19 @@ class Unmetered:
 
 # Requests the job in progress (in this thread) has sent; None outside a job (sync/runner.py opens one).
 _SENT_IN_JOB: ContextVar[int | None] = ContextVar("requests_sent_in_job", default=None)
-# How long a job that has already sent requests waits in its thread for the next slot, in all.
+# How long a job that has already sent requests waits in its thread for the next slot, in all; and how many
+# threads of one process may wait so at once (the others stay free for the callers' texts).
 MID_JOB_WAIT = 5.0
+MID_JOB_WAITERS = 2
+_waiters = threading.BoundedSemaphore(MID_JOB_WAITERS)
 
 
 @contextlib.contextmanager
 def job_requests() -> Iterator[None]:
     """The requests of one job. Its first request over budget raises OverQuota (the job goes back to the
     queue, no thread waits); once it has sent one, a later one waits for its slot, up to MID_JOB_WAIT in
-    all. Giving up mid-job wasted the slots already spent: with a budget shrunk by 429s (Clio at 150 a
+    all, and at most MID_JOB_WAITERS threads of a process at once (the rest stay free for the callers'
+    texts). Giving up mid-job wasted the slots already spent: with a budget shrunk by 429s (Clio at 150 a
     minute in bench/chaos.py) shared by hundreds of jobs of four requests each, every job took a slot or
     two and went back to the queue, and almost none finished."""
     token = _SENT_IN_JOB.set(0)
@@ -151,16 +156,26 @@ def counted(meter: Meter, quotas: Sequence[Quota]) -> Iterator[None]:
 
 
 def _take(meter: Meter, quota: Quota) -> Hashable | None:
-    waited = 0.0
-    while True:
-        try:
-            return meter.take(quota)
-        except OverQuota as exc:
-            if not _SENT_IN_JOB.get() or waited + exc.retry_after > MID_JOB_WAIT:
-                raise
-            pause = max(exc.retry_after, 0.01)
+    try:
+        return meter.take(quota)
+    except OverQuota as exc:
+        if not _SENT_IN_JOB.get() or exc.retry_after > MID_JOB_WAIT or not _waiters.acquire(blocking=False):
+            raise
+        retry_after = exc.retry_after
+    try:
+        waited = 0.0
+        while True:
+            pause = max(retry_after, 0.01)
             time.sleep(pause)  # the meter's own clock decides the slot; this only paces the asking
             waited += pause
+            try:
+                return meter.take(quota)
+            except OverQuota as again:
+                if waited + again.retry_after > MID_JOB_WAIT:
+                    raise
+                retry_after = again.retry_after
+    finally:
+        _waiters.release()
 
 
 def connection_scope(vendor: str, *identifying: str) -> str:

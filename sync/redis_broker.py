@@ -24,7 +24,6 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import redis
 from dramatiq.broker import MessageProxy
@@ -97,18 +96,28 @@ class WakingRedisBroker(RedisBroker):
         return enqueued
 
 
-def queues_lost(broker) -> Callable[[], bool]:
-    """A check, run by the relay each pass, that says once when the broker has lost every message it held.
+def queues_lost(broker) -> "BrokerMemory":
+    """A check, run by the relay each pass, that says when the broker has lost every message it held.
 
     Redis here keeps nothing on disk: restarted (or flushed), its queues are empty, while the outbox still
-    shows their rows as enqueued. The first check after that finds the broker's marker gone, sets it again
-    and answers True; every other check, in any process, answers False. A broker with no such memory to
-    lose (stub, RabbitMQ's durable queues) never answers True.
+    shows their rows as enqueued. The broker keeps a marker; while it is missing the check answers True, and
+    the relay sets it (`remember()`) only after it has forgotten the rows' enqueued marks. Setting it in the
+    check itself (as before) lost the news when the process died between the two — a worker SIGKILLed
+    right after Redis came back left 1,600 texts waiting for the 15-minute staleness rule (bench/chaos.py).
+    Two processes that both see it missing both forget: the second enqueue of a row is a no-op at its claim.
+    A broker with no such memory to lose (stub, RabbitMQ's durable queues) never answers True.
     """
-    if not isinstance(broker, RedisBroker):
-        return lambda: False
-    key = f"{broker.namespace}:memory"
+    return BrokerMemory(broker)
 
-    def check() -> bool:
-        return bool(broker.client.set(key, uuid.uuid4().hex, nx=True))
-    return check
+
+class BrokerMemory:
+    def __init__(self, broker) -> None:
+        self._client = broker.client if isinstance(broker, RedisBroker) else None
+        self._key = f"{broker.namespace}:memory" if self._client is not None else ""
+
+    def __call__(self) -> bool:
+        return self._client is not None and not self._client.exists(self._key)
+
+    def remember(self) -> None:
+        if self._client is not None:
+            self._client.set(self._key, uuid.uuid4().hex)

@@ -133,16 +133,16 @@ class RelayThread(threading.Thread):
         super().__init__(name="outbox-relay", daemon=True)
         self.runtime, self.dispatcher, self.interval, self.grace = runtime, dispatcher, interval, grace
         self.queues_lost = queues_lost
-        self._lost = False  # seen lost, rows not yet forgotten (the database was down then)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while True:  # a pass at start: a row left behind by a crash goes out now, not a period later
             try:
-                self._lost = self._lost or self.queues_lost()
-                if self._lost:
+                if self.queues_lost():
                     forgotten = forget_enqueued(self.runtime)
-                    self._lost = False
+                    remember = getattr(self.queues_lost, "remember", None)
+                    if remember is not None:
+                        remember()  # only now: a process that dies before this leaves the news for the next pass
                     log.warning("the job queue lost the messages it held (restarted empty?); %d pending outbox "
                                 "rows are enqueued again", forgotten)
                 relay_pending(self.runtime, self.dispatcher, grace=self.grace)

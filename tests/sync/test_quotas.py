@@ -190,3 +190,30 @@ def test_a_job_whose_next_slot_is_further_than_the_wait_bound_gives_up_and_goes_
         with counted(meter, [quota]):
             pass
     assert time.monotonic() - started < 1  # the slot is 20 s away: no point holding the thread
+
+
+def test_at_most_two_threads_of_a_process_wait_mid_job_so_the_others_stay_free_for_texts(meters):
+    from connectors.quota import MID_JOB_WAITERS, job_requests
+
+    quota, meter = Quota("vendor:waiters", 3, 2.5), meters[3]
+    ends: list[str] = []
+    go = threading.Barrier(MID_JOB_WAITERS + 1)
+
+    def job():
+        with job_requests():
+            with counted(meter, [quota]):
+                pass  # three jobs spend the window's three slots
+            go.wait()
+            try:
+                with counted(meter, [quota]):
+                    ends.append("waited and sent")
+            except OverQuota:
+                ends.append("back to the queue")
+
+    threads = [threading.Thread(target=job) for _ in range(MID_JOB_WAITERS + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert sorted(ends) == ["back to the queue"] + ["waited and sent"] * MID_JOB_WAITERS

@@ -114,7 +114,7 @@ def test_a_redis_restarted_empty_loses_no_text_the_relay_enqueues_its_rows_again
     runtime = Runtime(settings=Settings(database_url=sqlite_db.url, redis_url=redis_url),
                       db=sqlite_db, tenants=load_tenants(tenants_path, validate_connector=validate_connector))
     runtime.dispatcher = actors.DramatiqDispatcher(runtime)
-    queues_lost(broker)()  # the broker's memory marker, as a worker's first relay pass sets it
+    queues_lost(broker).remember()  # the broker's memory marker, as a worker's first relay pass sets it
     _miss_a_call(runtime)
     runtime.dispatcher.close()  # the "enqueued" notes are written
     assert all(row.enqueued_at is not None for row in _rows(runtime))
@@ -132,3 +132,20 @@ def test_a_redis_restarted_empty_loses_no_text_the_relay_enqueues_its_rows_again
     finally:
         worker.stop()
         broker.close()
+
+
+def test_the_news_that_redis_lost_its_queues_survives_a_worker_killed_before_it_acted(redis_url):
+    # Given: the broker's memory marker, as a running deployment has it
+    broker = make_broker(redis_url)
+    queues_lost(broker).remember()
+    assert queues_lost(broker)() is False
+
+    # When: Redis comes back empty, and the worker whose relay sees it first is killed before it acts
+    broker.client.flushdb()
+    assert queues_lost(broker)() is True
+
+    # Then: the next worker's relay still sees it (the marker is set only once the rows are forgotten)
+    assert queues_lost(broker)() is True
+    queues_lost(broker).remember()
+    assert queues_lost(broker)() is False
+    broker.close()
