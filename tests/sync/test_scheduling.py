@@ -76,7 +76,7 @@ def execute(runtime: Runtime, outbox_id: int) -> None:
 
 def outbox_row(runtime: Runtime, kind: Kind, payload: dict) -> int:
     with runtime.db.transaction() as s:
-        return Pending().add(s, tenant_id="smith-law", kind=kind, key=f"test:{next(_keys)}", payload=payload).id
+        return Pending().add(s, tenant_id="smith-law", kind=kind, key=f"test:{next(_keys)}", payload=payload)
 
 
 def run(runtime: Runtime, kind: Kind, payload: dict) -> str:
