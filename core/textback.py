@@ -172,8 +172,7 @@ def _keep(session: Session, call: Call) -> None:
                                                if getattr(call, name) is not None})
 
 
-_CALL_COLUMNS = ("tenant_id", "call_sid", "lead_id", "from_number", "to_number", "status", "dial_status", "skip_reason",
-                 "texted", "source", "answered_by", "duration_seconds", "created_at")
+_CALL_COLUMNS = tuple(column.key for column in Call.__table__.columns if column.key != "id")
 
 
 def start_conversation(
