@@ -70,8 +70,14 @@ def due_times(runtime: Runtime, outbox_ids: list[int]) -> dict[int, datetime | N
 def mark_enqueued(runtime: Runtime, outbox_ids: list[int]) -> None:
     if not outbox_ids:
         return
+    # Rows another transaction holds (a claim, a batch taking its companions) are passed over, not waited
+    # for: that one changes them anyway, and waiting while it waits for one of ours is a deadlock. A row
+    # passed over keeps no mark, so at worst the relay enqueues it again, which its claim makes harmless.
+    free = (select(OutboxRow.id).where(OutboxRow.id.in_(sorted(set(outbox_ids)))).order_by(OutboxRow.id)
+            .with_for_update(skip_locked=True))
     with runtime.db.transaction() as session:
-        session.execute(update(OutboxRow).where(OutboxRow.id.in_(outbox_ids)).values(enqueued_at=runtime.now()))
+        session.execute(update(OutboxRow).where(OutboxRow.id.in_(free.scalar_subquery()))
+                        .values(enqueued_at=runtime.now()))
 
 
 class EnqueuedMarks:

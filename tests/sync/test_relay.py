@@ -69,3 +69,42 @@ def test_batched_enqueued_notes_keep_the_relay_off_rows_already_sent(phone, text
     assert len(updates) == 1  # the three webhooks' notes, written together
     assert relay_pending(textback.runtime, batched, grace=timedelta(0)) == []  # nothing sent twice
     assert all(len(texts_to(stack, f"+1555010{n:04d}")) == 1 for n in range(3))
+
+
+def test_the_enqueued_note_passes_over_rows_another_transaction_holds_instead_of_waiting(any_db):
+    """A claim holding one of the noted rows must not make the note wait: waiting while that claim waits on
+    another noted row was the chaos run's deadlock. The held row keeps no mark; the others are marked."""
+    import threading
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from sync.relay import mark_enqueued
+
+    now = datetime(2031, 5, 6, 12, 0, tzinfo=timezone.utc)
+    with any_db.transaction() as s:
+        rows = [OutboxRow(tenant_id="t", kind="send_sms", idempotency_key=f"k{n}", created_at=now) for n in range(3)]
+        s.add_all(rows)
+        s.flush()
+        ids = [r.id for r in rows]
+    runtime = SimpleNamespace(db=any_db, now=lambda: now)
+
+    if any_db.engine.dialect.name == "postgresql":
+        holder = any_db.session()
+        holder.begin()
+        holder.execute(select(OutboxRow.id).where(OutboxRow.id == ids[1]).with_for_update())
+        noted = threading.Thread(target=mark_enqueued, args=(runtime, list(reversed(ids))))
+        noted.start()
+        noted.join(timeout=10)
+        try:
+            assert not noted.is_alive(), "the note waited for a row another transaction holds"
+        finally:
+            holder.rollback()
+            holder.close()
+        expected = {ids[0]: now, ids[1]: None, ids[2]: now}
+    else:  # SQLite has one writer at a time: nothing to pass over
+        mark_enqueued(runtime, list(reversed(ids)))
+        expected = {i: now for i in ids}
+
+    with any_db.transaction() as s:
+        marks = dict(s.execute(select(OutboxRow.id, OutboxRow.enqueued_at).where(OutboxRow.id.in_(ids))).all())
+    assert marks == expected
