@@ -1,6 +1,6 @@
-"""Every sandbox vendor in its own process, with a control port, for bench.chaos.
+"""Every sandbox vendor in its own process, with a control port, for bench.chaos and bench.crm_push.
 
-    python -m bench.chaos_sandbox --calendar staff@chaos.example
+    python -m bench.chaos_sandbox --calendar staff@chaos.example [--hubspot-budget 100]
 
 Prints one JSON line ({"control": url, "env": {...}, "connectors": {...}}) once it serves, then serves
 until SIGTERM. The control port answers:
@@ -10,6 +10,8 @@ until SIGTERM. The control port answers:
 - `GET /_chaos/state`: what the vendors hold — every text Twilio accepted with our message id (the `m`
   of its StatusCallback), HubSpot's contacts and meetings, Google's live events, Clio's contacts and
   calendar entries, the Outlook mailbox's events — and the faults served.
+- `GET /_chaos/hubspot`: the requests HubSpot's limits admitted and the 429s they answered, and what it
+  holds: each contact's phone, each note's and deal's `textback_key` (for counting duplicates).
 
 Two firms use it: one on HubSpot + Google Calendar (`connectors`), one on Clio + Outlook (`second`).
 """
@@ -40,12 +42,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calendar", default="staff@chaos.example", help="the HubSpot firm's Google calendar")
     parser.add_argument("--mailbox", default="staff@second-chaos.example", help="the Clio firm's Outlook mailbox")
+    parser.add_argument("--hubspot-budget", type=int, default=None, help="HubSpot's requests per 10 s (its plan's)")
     args = parser.parse_args()
     with SandboxStack.start(calendars=(args.calendar, args.mailbox)) as stack:
         stack.google.channels.allow_http = True  # textback is served on plain loopback here; real Google needs HTTPS
         # A Clio account on a larger API budget than the default 50 per minute: the run is about crashes, faults
         # and replays, and Clio's own limit is proved elsewhere (tests/sync/test_crm_quotas.py).
         stack.clio.rate_limit = CLIO_PER_MINUTE
+        if args.hubspot_budget:
+            stack.hubspot.access.burst_limit = args.hubspot_budget
         accepted: list[dict] = []
         lock = threading.Lock()
         create = stack.twilio.create_message
@@ -90,6 +95,13 @@ def main() -> None:
                 "faults": {name: dict(f.served) for name, f in
                            zip(("twilio", "hubspot", "google", "clio", "graph"), all_faults)},
             }
+
+        @control.get("/_chaos/hubspot")
+        def hubspot() -> dict:
+            keys = {kind: [r["properties"].get("textback_key") for r in stack.hubspot.objects(kind)]
+                    for kind in ("notes", "deals")}
+            return {"admitted": stack.hubspot.access.admitted, "refused": len(stack.hubspot.access.refused),
+                    "contacts": [c["properties"].get("phone") for c in stack.hubspot.objects("contacts")], **keys}
 
         server = ServedApp(control, port=0).start()
         print(json.dumps({"control": server.url, "env": stack.env,

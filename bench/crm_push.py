@@ -1,10 +1,13 @@
 """CRM pushes at the quota: N leads (contact + transcript + deal) to the sandbox HubSpot, its limits on.
 
-Writes N leads, each with a conversation, and their three CRM jobs (crm_sync_lead,
-crm_log_conversation, crm_upsert_opportunity) to the outbox, then lets a Dramatiq worker with
-`--workers` threads on a real Redis broker push them, every connector counting its requests on the
-shared Redis meter. Reports the elapsed time against the quota floor (the requests HubSpot answered
-÷ the budget per second), the 429s HubSpot answered and the duplicate records it holds. Run:
+Runs what production runs, each in its own process: the sandbox HubSpot (bench/chaos_sandbox.py, with its
+plan's limit per 10 s), `--processes` `textback worker` processes of `--threads` threads each on a real
+Redis broker, and the store (PostgreSQL by default, or SQLite). Once the workers are up, it writes N leads,
+each with a conversation, and their three CRM jobs (crm_sync_lead, crm_log_conversation,
+crm_upsert_opportunity) to the outbox, hands them to the queue, and waits until none is pending. Every
+connector counts its requests on the shared Redis meter. Reports the elapsed time from the hand-off
+against the quota floor (the requests HubSpot answered ÷ the budget per second), the 429s HubSpot
+answered and the duplicate records it holds. Run:
 
     .venv/bin/python -m bench.crm_push --leads 5000 --budget 100 --redis redis://127.0.0.1:6379/14
 
@@ -16,16 +19,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import dramatiq
+import httpx
 import redis
 import yaml
 from sqlalchemy import func, select
 
+from bench.first_text import BIN, ROOT, database, wait_until
 from connectors.registry import validate_connector
 from core.config import Settings, load_tenants
 from core.outbox import Kind, Pending
@@ -33,10 +42,8 @@ from core.store.db import Database
 from core.store.migrate import upgrade
 from core.store.repo import lead_for
 from core.store.tables import Conversation, Message, OutboxRow
-from sandbox.stack import SandboxStack
 from sync import actors
 from sync.broker import make_broker
-from sync.quotas import RedisMeter
 from sync.runtime import Runtime
 
 BUSINESS, CALENDAR = "+15550001111", "staff@smithlaw.example"
@@ -46,51 +53,94 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--budget", type=int, default=100, help="HubSpot requests per 10 s (100 or 190)")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--processes", type=int, default=2, help="textback worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="worker threads in each process")
+    parser.add_argument("--store", default="postgres", choices=("sqlite", "postgres"))
     parser.add_argument("--redis", default=os.environ.get("TEXTBACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the outbox to drain")
     args = parser.parse_args()
-    redis.Redis.from_url(args.redis).flushdb()
+    client = redis.Redis.from_url(args.redis)
+    client.flushdb()
 
-    with tempfile.TemporaryDirectory() as tmp, SandboxStack.start(calendars=(CALENDAR,)) as stack:
-        os.environ.update(stack.env)
-        stack.hubspot.access.burst_limit = args.budget
-        path = Path(tmp) / "tenants.yaml"
-        connectors = stack.connectors_yaml(calendars=[CALENDAR])
-        connectors["crm"]["requests_per_10s"] = args.budget
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        sandbox = stack.enter_context(_sandbox(workdir, args.budget))
+        database_url = stack.enter_context(database(args.store, workdir))
+        connectors = {**sandbox["connectors"], "crm": {**sandbox["connectors"]["crm"], "requests_per_10s": args.budget}}
+        path = workdir / "tenants.yaml"
         path.write_text(yaml.safe_dump({"tenants": [{
             "id": "smith-law", "name": "Smith & Lee Law", "vertical": "law", "timezone": "America/New_York",
             "phone_numbers": [BUSINESS], "forward_to": ["+15550002222"], "contact": "(555) 000-1111",
             "hours": {day: "09:00-17:00" for day in ("mon", "tue", "wed", "thu", "fri")},
             "connectors": connectors}]}))
-        db = Database(f"sqlite:///{tmp}/bench.db")
+        env = {**os.environ, **sandbox["env"], "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_REDIS_URL": args.redis,
+               "TEXTBACK_CONFIG": str(path)}
+        os.environ.update(sandbox["env"])  # the tenants file's env: secrets, read here too
+        db = Database(database_url)
         upgrade(db.engine)
+        stack.callback(db.dispose)
+        for n in range(args.processes):
+            stack.enter_context(_worker(workdir / f"worker-{n}.log", env, args.threads))
+        wait_until(lambda: client.zcard("dramatiq:__heartbeats__") >= args.processes, timeout=60,
+                   what=f"{args.processes} textback worker processes")
         broker = make_broker(args.redis)
         actors.bind(broker)
-        runtime = Runtime(settings=Settings(database_url=db.url, redis_url=args.redis), db=db,
-                          tenants=load_tenants(path, validate_connector=validate_connector),
-                          meter=RedisMeter.for_url(args.redis))
+        runtime = Runtime(settings=Settings(database_url=database_url, redis_url=args.redis), db=db,
+                          tenants=load_tenants(path, validate_connector=validate_connector))
         runtime.dispatcher = actors.DramatiqDispatcher(runtime)
-        actors.configure(runtime)
         ids = _write_leads(runtime, args.leads)
-        worker = dramatiq.Worker(broker, worker_threads=args.workers, worker_timeout=100)
         started = time.monotonic()
-        worker.start()
         runtime.dispatch(ids)
-        try:
-            _wait(runtime, len(ids))
-        finally:
-            elapsed = time.monotonic() - started
-            worker.stop()
-            broker.close()
-            runtime.close()
-        requests = stack.hubspot.access.admitted
-        refused = len(stack.hubspot.access.refused)
-        duplicates = _duplicates(stack, args.leads)
+        _wait(runtime, len(ids), timeout=args.timeout)
+        elapsed = time.monotonic() - started
+        with runtime.db.transaction() as session:
+            ended = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
+            errors = session.execute(select(OutboxRow.kind, OutboxRow.last_error).where(OutboxRow.status != "done")
+                                     .limit(5)).all()
+        broker.close()
+        held = httpx.get(sandbox["control"] + "/_chaos/hubspot", timeout=60).json()
+    requests, refused = held["admitted"], held["refused"]
+    duplicates = sum(n - 1 for kind in ("contacts", "notes", "deals")
+                     for n in collections.Counter(held[kind]).values())
     floor = requests / (args.budget / 10)
-    print(f"{args.leads} leads, {len(ids)} jobs, {args.workers} workers, budget {args.budget}/10 s")
+    print(f"{args.leads} leads, {len(ids)} jobs, {args.processes} worker processes x {args.threads} threads, "
+          f"{args.store}, budget {args.budget}/10 s")
     print(f"HubSpot answered {requests} requests ({requests / args.leads:.2f} per lead) in {elapsed:.1f} s; "
-          f"quota floor {floor:.1f} s")
+          f"quota floor {floor:.1f} s; {len(held['contacts'])} contacts, {len(held['notes'])} notes, "
+          f"{len(held['deals'])} deals")
+    print(f"jobs ended: {ended}" + "".join(f"\n  {kind}: {error}" for kind, error in errors))
     print(f"crm_push: ratio {elapsed / floor:.2f} to the quota floor, {refused} 429s, {duplicates} duplicates")
+
+
+@contextlib.contextmanager
+def _sandbox(workdir: Path, budget: int):
+    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos_sandbox", "--calendar", CALENDAR,
+                             "--hubspot-budget", str(budget)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=(workdir / "sandbox.log").open("ab"), text=True)
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _worker(log_path: Path, env: dict, threads: int):
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([BIN / "textback", "worker", "--threads", str(threads)], env=env, cwd=log_path.parent,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _write_leads(runtime: Runtime, count: int) -> list[int]:
@@ -115,23 +165,17 @@ def _write_leads(runtime: Runtime, count: int) -> list[int]:
     return pending.ids
 
 
-def _wait(runtime: Runtime, jobs: int) -> None:
-    while True:
+def _wait(runtime: Runtime, jobs: int, *, timeout: float) -> None:
+    """Until no row is pending: the bench's rows and any the jobs wrote themselves."""
+    deadline, done = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
         with runtime.db.transaction() as session:
-            done = session.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.status != "pending"))
-        if done >= jobs:
+            counts = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
+        done = sum(n for status, n in counts.items() if status != "pending")
+        if done >= jobs and not counts.get("pending"):
             return
         time.sleep(0.2)
-
-
-def _duplicates(stack: SandboxStack, leads: int) -> int:
-    """Records beyond one contact, one note and one deal per lead."""
-    contacts = collections.Counter(c["properties"].get("phone") for c in stack.hubspot.objects("contacts"))
-    extra = sum(n - 1 for n in contacts.values())
-    for object_type in ("notes", "deals"):
-        keys = collections.Counter(r["properties"].get("textback_key") for r in stack.hubspot.objects(object_type))
-        extra += sum(n - 1 for n in keys.values())
-    return extra
+    raise SystemExit(f"crm_push: the outbox did not drain in {timeout:.0f} s ({done} of {jobs} jobs ended)")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,17 @@ BROKER_DELAY_LIMIT = timedelta(minutes=10)
 MARK_EVERY = 0.5  # seconds between the web process's and worker's batched "enqueued" notes
 
 
+def _enqueue(broker: dramatiq.Broker, messages: list) -> None:
+    """All in one round trip where the broker can (sync/redis_broker.py), else one by one."""
+    if not messages:
+        return
+    if hasattr(broker, "enqueue_many"):
+        broker.enqueue_many(messages)
+        return
+    for message, delay in messages:
+        broker.enqueue(message, delay=delay)
+
+
 class DramatiqDispatcher:
     """Hands committed outbox rows to the queue and notes when, so the relay leaves them alone.
 
@@ -123,15 +134,16 @@ class DramatiqDispatcher:
     def dispatch(self, outbox_ids: list[int], *, due: dict[int, datetime | None] | None = None) -> None:
         from sync.relay import due_times, mark_enqueued
 
-        now, sent = self.runtime.now(), []
+        now, sent, messages = self.runtime.now(), [], []
         due = due if due is not None and set(outbox_ids) <= due.keys() else due_times(self.runtime, outbox_ids)
         for outbox_id in outbox_ids:
             not_before = due.get(outbox_id)
             delay_ms = int((not_before - now).total_seconds() * 1000) if not_before else 0
             if delay_ms > 0 and (not self.delay_later_rows or not_before - now > BROKER_DELAY_LIMIT):
                 continue
-            run_outbox.send_with_options(args=(outbox_id,), delay=delay_ms if delay_ms > 0 else None)
+            messages.append((run_outbox.message_with_options(args=(outbox_id,)), delay_ms if delay_ms > 0 else None))
             sent.append(outbox_id)
+        _enqueue(run_outbox.broker, messages)
         if self.marks is not None:
             self.marks.add(sent)
         else:

@@ -60,25 +60,26 @@ def claim_companions(runtime: Runtime, tenant: Tenant, kind: Kind, outbox_id: in
             OutboxRow.status == OutboxStatus.pending, OutboxRow.id != outbox_id,
             or_(OutboxRow.claimed_until.is_(None), OutboxRow.claimed_until < now),
             or_(OutboxRow.not_before.is_(None), OutboxRow.not_before <= now))
-    claimed: Companions = []
     with runtime.db.transaction() as session:
         waiting = session.execute(select(OutboxRow.id, OutboxRow.payload).where(*free).order_by(OutboxRow.id)
                                   .limit(WINDOW)).all()
+        jobs: Companions = []
         for row_id, payload in waiting:
-            if len(claimed) == BATCH_LIMIT - 1:
-                break
             try:
-                job = parse_payload(kind, payload)
+                jobs.append((row_id, parse_payload(kind, payload)))
             except (ValidationError, KeyError, TypeError):
                 continue  # a payload the single path will report on
-            if spec.caller(session, tenant, job) is None:
-                continue
-            lease = now + claim_lease(runtime)  # TEXTBACK_CLAIM_SECONDS, as for the job's own row
-            taken = session.execute(update(OutboxRow).where(OutboxRow.id == row_id, *free[2:])
-                                    .values(claimed_until=lease, attempts=OutboxRow.attempts + 1)).rowcount
-            if taken:
-                claimed.append((row_id, job))
-    return claimed
+        callers = spec.callers(session, tenant, [job for _, job in jobs]) if jobs else []
+        fitting = [(row_id, job) for (row_id, job), caller in zip(jobs, callers) if caller is not None]
+        fitting = fitting[:BATCH_LIMIT - 1]
+        if not fitting:
+            return []
+        lease = now + claim_lease(runtime)  # TEXTBACK_CLAIM_SECONDS, as for the job's own row
+        taken = set(session.scalars(update(OutboxRow).where(OutboxRow.id.in_([row_id for row_id, _ in fitting]),
+                                                            *free[2:])
+                                    .values(claimed_until=lease, attempts=OutboxRow.attempts + 1)
+                                    .returning(OutboxRow.id)))
+    return [(row_id, job) for row_id, job in fitting if row_id in taken]
 
 
 def push_together(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, companions: Companions, *,
@@ -99,7 +100,7 @@ def _push_together(runtime: Runtime, tenant: Tenant, spec: Batchable, job: JobPa
     rows: list[tuple[int | None, JobPayload]] = [(None, job), *companions]
     with contextlib.ExitStack() as held:
         with runtime.db.transaction() as session:
-            callers = [spec.caller(session, tenant, each) for _, each in rows]
+            callers = spec.callers(session, tenant, [each for _, each in rows])
         locked = []
         for (row_id, each), caller in zip(rows, callers):
             if caller is None:
@@ -110,7 +111,8 @@ def _push_together(runtime: Runtime, tenant: Tenant, spec: Batchable, job: JobPa
                 continue  # another job writes about this caller (or this batch has one of theirs already)
             locked.append((row_id, each))
         with runtime.db.transaction() as session:  # another job may have written the record before we locked it
-            fit = [(row_id, each) for row_id, each in locked if spec.caller(session, tenant, each) is not None]
+            still = spec.callers(session, tenant, [each for _, each in locked]) if locked else []
+            fit = [(row_id, each) for (row_id, each), caller in zip(locked, still) if caller is not None]
         pushed = {row_id for row_id, _ in fit}
         unfit = [row_id for row_id, _ in companions if row_id not in pushed]
         let_go(runtime, unfit)

@@ -8,7 +8,7 @@
 
 Each ends as the single path of sync/crm_push.py ends: the same records, properties and associations, and the same
 external-id map. A transcript that grew while it was written, or a record another job mapped first, is finished
-by the single path's own write. A row that does not fit (`caller` answers None) is left to the single path, which
+by the single path's own write. A row that does not fit (`callers` answers None for it) is left to the single path, which
 ensures the contact first or updates the record it mapped.
 """
 
@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from connectors.base import ActivityLog, ContactTexts, KeyedNote, KeyedOpportunity
 from core.config import Tenant
 from core.jobs import ConversationJob, LeadJob
 from core.models import ContactRecord
 from core.outbox import Kind
-from core.store.repo import external_id, remember_external_id
+from core.store.repo import remember_external_id
 from core.store.tables import Conversation, Lead
 from sync.crm_push import (
     _conversation_log,
@@ -43,29 +45,35 @@ from sync.runtime import Runtime
 @dataclass(frozen=True)
 class Batchable:
     capability: str  # the connector method the batch calls, which a CRM without batches does not have
-    caller: Callable[..., int | None]  # (session, tenant, job): the lead whose lock it takes, None if it does not fit
+    # (session, tenant, jobs): for each job the lead whose lock it takes, or None where it does not fit; a few
+    # queries for the whole list, since a backlog's companions are looked over by the hundred
+    callers: Callable[..., list[int | None]]
     push: Callable[[Runtime, Tenant, list], None]  # all of them together, under their locks
 
 
-def _mapped_in(session, tenant: Tenant, local_kind: str, local_id: int) -> str | None:
-    return external_id(session, tenant_id=tenant.id, connector=tenant.connectors["crm"].type, local_kind=local_kind,
-                       local_id=local_id)
+def _mapped_in(session, tenant: Tenant, local_kind: str, local_ids) -> dict[int, str]:
+    return _mapped_ids(session, tenant.id, tenant.connectors["crm"].type, local_kind, sorted(set(local_ids)))
 
 
-def _new_caller(session, tenant: Tenant, job: LeadJob) -> int | None:
-    """A caller not yet in the CRM (a mapped one is a refresh, which the single path does)."""
-    lead = session.get(Lead, job.lead_id)
-    return lead.id if lead is not None and _mapped_in(session, tenant, "lead", lead.id) is None else None
+def _new_callers(session, tenant: Tenant, jobs: list[LeadJob]) -> list[int | None]:
+    """Callers not yet in the CRM (a mapped one is a refresh, which the single path does)."""
+    wanted = {job.lead_id for job in jobs}
+    present = set(session.scalars(select(Lead.id).where(Lead.id.in_(sorted(wanted))))) if wanted else set()
+    mapped = _mapped_in(session, tenant, "lead", present)
+    return [job.lead_id if job.lead_id in present and job.lead_id not in mapped else None for job in jobs]
 
 
-def _unwritten(local_kind: str) -> Callable[..., int | None]:
-    def caller(session, tenant: Tenant, job: ConversationJob) -> int | None:
-        """A conversation whose contact is in the CRM and whose `local_kind` record is not yet."""
-        conversation = session.get(Conversation, job.conversation_id)
-        if conversation is None or _mapped_in(session, tenant, "lead", conversation.lead_id) is None:
-            return None
-        return None if _mapped_in(session, tenant, local_kind, conversation.id) else conversation.lead_id
-    return caller
+def _unwritten(local_kind: str) -> Callable[..., list[int | None]]:
+    def callers(session, tenant: Tenant, jobs: list[ConversationJob]) -> list[int | None]:
+        """Conversations whose contact is in the CRM and whose `local_kind` record is not yet."""
+        wanted = sorted({job.conversation_id for job in jobs})
+        lead_of = dict(session.execute(select(Conversation.id, Conversation.lead_id)
+                                       .where(Conversation.id.in_(wanted))).all()) if wanted else {}
+        contacts = _mapped_in(session, tenant, "lead", lead_of.values())
+        written = _mapped_in(session, tenant, local_kind, lead_of)
+        return [lead_of[job.conversation_id] if job.conversation_id in lead_of and lead_of[job.conversation_id]
+                in contacts and job.conversation_id not in written else None for job in jobs]
+    return callers
 
 
 def push_contacts(runtime: Runtime, tenant: Tenant, jobs: list[LeadJob]) -> None:
@@ -148,7 +156,7 @@ def push_deals(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJob]) ->
 
 
 BATCHABLE: dict[Kind, Batchable] = {
-    Kind.crm_sync_lead: Batchable("upsert_contacts", _new_caller, push_contacts),
+    Kind.crm_sync_lead: Batchable("upsert_contacts", _new_callers, push_contacts),
     Kind.crm_log_conversation: Batchable("log_conversations", _unwritten("conversation_log"), push_transcripts),
     Kind.crm_upsert_opportunity: Batchable("upsert_opportunities", _unwritten("opportunity"), push_deals),
 }

@@ -29,6 +29,7 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import MAINTENANCE_COMMAND_BLACKLIST, RedisBroker, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
+from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
 WAKE_BACKLOG = 1000  # tokens kept for consumers that are busy or not yet started
@@ -86,14 +87,42 @@ class WakingRedisBroker(RedisBroker):
         return f"{self.namespace}:{queue_name}.wake"
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        enqueued = super().enqueue(message, delay=delay)
-        if delay is None:  # delayed messages sit in the delay queue; its consumer polls on its own timeout
-            key = self.wake_key(enqueued.queue_name)
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.lpush(key, 1)
+        return self.enqueue_many([(message, delay)])[0]
+
+    def enqueue_many(self, messages: list[tuple[Message, int | None]]) -> list[Message]:
+        """Store the messages as Dramatiq's own enqueue does, and push a wake token for each one due now, all in
+        one round trip to Redis (Dramatiq's enqueue is a round trip per message; the wake token was one more)."""
+        prepared = [(_for_redis(message, delay), delay) for message, delay in messages]
+        for message, delay in prepared:
+            self.emit_before("enqueue", message, delay)
+        dispatch, keys = self.scripts["dispatch"], [self.namespace]
+        woken: dict[str, int] = {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for message, delay in prepared:
+                dispatch(keys=keys, client=pipe, args=[
+                    "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
+                    self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
+                    message.options["redis_message_id"], message.encode()])
+                if delay is None:  # delayed messages sit in the delay queue; its consumer polls on its own timeout
+                    woken[message.queue_name] = woken.get(message.queue_name, 0) + 1
+            for queue_name, count in woken.items():
+                key = self.wake_key(queue_name)
+                pipe.lpush(key, *[1] * min(count, WAKE_BACKLOG))
                 pipe.ltrim(key, 0, WAKE_BACKLOG - 1)
-                pipe.execute()
-        return enqueued
+            pipe.execute()
+        for message, delay in prepared:
+            self.emit_after("enqueue", message, delay)
+        return [message for message, _ in prepared]
+
+
+def _for_redis(message: Message, delay: int | None) -> Message:
+    """As RedisBroker.enqueue copies it: a fresh Redis id (a retried message is stored anew), and for a delay
+    the delay queue and the time it is due."""
+    message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+    if delay is not None:
+        message = message.copy(queue_name=dq_name(message.queue_name),
+                               options={"eta": current_millis() + delay})
+    return message
 
 
 def queues_lost(broker) -> "BrokerMemory":
