@@ -79,6 +79,11 @@ class OutageProxy:
         finally:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
+                    # shutdown first, as in cut(): the other direction's thread is blocked reading this pair,
+                    # and close() alone left the database's end open for every worker the bench killed (87
+                    # idle PostgreSQL connections after 11 kills, and "too many clients" for anyone else)
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
                     sock.close()
                 with self._lock:
                     self._open.discard(sock)
