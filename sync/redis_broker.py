@@ -95,14 +95,26 @@ class WakingRedisBroker(RedisBroker):
         prepared = [(_for_redis(message, delay), delay) for message, delay in messages]
         for message, delay in prepared:
             self.emit_before("enqueue", message, delay)
-        dispatch, keys = self.scripts["dispatch"], [self.namespace]
+        try:
+            self._store(prepared)
+        except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script: load it, then again
+            self.client.script_load(self.scripts["dispatch"].script)
+            self._store(prepared)
+        for message, delay in prepared:
+            self.emit_after("enqueue", message, delay)
+        return [message for message, _ in prepared]
+
+    def _store(self, prepared: list[tuple[Message, int | None]]) -> None:
+        # EVALSHA by the script's digest, not redis-py's Script in a pipeline: that asks Redis whether its scripts
+        # exist (SCRIPT EXISTS) before every pipeline, a second round trip on every enqueue.
+        sha, keys = self.scripts["dispatch"].sha, [self.namespace]
         woken: dict[str, int] = {}
         with self.client.pipeline(transaction=False) as pipe:
             for message, delay in prepared:
-                dispatch(keys=keys, client=pipe, args=[
-                    "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
-                    self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
-                    message.options["redis_message_id"], message.encode()])
+                pipe.evalsha(sha, len(keys), *keys,
+                             "enqueue", current_millis(), message.queue_name, self.broker_id, self.heartbeat_timeout,
+                             self.dead_message_ttl, self._should_do_maintenance("enqueue"), self._max_unpack_size(),
+                             message.options["redis_message_id"], message.encode())
                 if delay is None:  # delayed messages sit in the delay queue; its consumer polls on its own timeout
                     woken[message.queue_name] = woken.get(message.queue_name, 0) + 1
             for queue_name, count in woken.items():
@@ -110,9 +122,6 @@ class WakingRedisBroker(RedisBroker):
                 pipe.lpush(key, *[1] * min(count, WAKE_BACKLOG))
                 pipe.ltrim(key, 0, WAKE_BACKLOG - 1)
             pipe.execute()
-        for message, delay in prepared:
-            self.emit_after("enqueue", message, delay)
-        return [message for message, _ in prepared]
 
 
 def _for_redis(message: Message, delay: int | None) -> Message:

@@ -78,6 +78,22 @@ class Runtime:
                 self._connectors[key] = self._factory(config, **injected)
             return self._connectors[key]
 
+    def warm(self, roles: tuple[str, ...]) -> threading.Thread:
+        """Build every tenant's connectors for `roles` now, in the background, so no request or first text pays
+        for an HTTP pool and its TLS context (tens of milliseconds each). One that cannot be built is left to
+        the request that needs it, which reports it as before."""
+        def build() -> None:
+            for tenant in list(self.tenants):
+                for role in roles:
+                    try:
+                        self.connector(tenant, role)
+                    except Exception as exc:  # noqa: BLE001 (reported by the first use, where it matters)
+                        log.debug("could not build %s's %s connector ahead of use: %s", tenant.id, role, exc)
+
+        thread = threading.Thread(target=build, name="connectors-warm", daemon=True)
+        thread.start()
+        return thread
+
     def sms(self, tenant: Tenant) -> SMSProvider | None:
         return self.connector(tenant, "sms")
 

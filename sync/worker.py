@@ -60,6 +60,7 @@ def run_worker(make_runtime: Callable[[], Runtime], broker_url: str, *, threads:
     broker = make_broker(broker_url)
     actors.bind(broker)
     runtime = make_runtime()
+    runtime.warm(("sms",))  # the first text of each tenant does not pay for building its SMS connector
     worker = Worker(runtime, broker, threads=threads, relay_interval=relay_interval, two_way=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -70,6 +70,7 @@ def serving_app(runtime=None):
 
     @asynccontextmanager
     async def lifespan(app):
+        runtime.warm(("sms",))  # every webhook's signature check asks the tenant's SMS connector for its secret
         async with inner(app) as state:
             yield state
         runtime.dispatcher.close()  # writes the last batch of "enqueued" notes

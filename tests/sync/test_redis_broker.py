@@ -69,3 +69,51 @@ def test_a_backlog_is_delivered_once_each_and_the_wake_list_stays_bounded(redis_
         worker.stop()
         client.close()
         broker.close()
+
+
+def test_many_messages_go_to_redis_in_one_round_trip_and_survive_a_redis_that_forgot_its_scripts(redis_url):
+    """enqueue_many: every message stored (delayed ones in the delay queue, due ones woken), a Redis restarted
+    without the dispatch script reloads it, and nothing is stored twice."""
+    broker = make_broker(redis_url)
+    seen, done = [], threading.Event()
+    note = _actor(broker, seen, done)
+    client = redis.Redis.from_url(redis_url)
+    commands: list[str] = []
+    original = broker.client.connection_pool.get_connection
+
+    def counting(*args, **kwargs):
+        connection = original(*args, **kwargs)
+        commands.append("connection")
+        return connection
+
+    try:
+        client.script_flush()  # as a restarted Redis: the script the broker registered is gone
+        broker.client.connection_pool.get_connection = counting
+        broker.enqueue_many([(note.message(n), None) for n in range(5)] + [(note.message(99), 60_000)])
+        broker.client.connection_pool.get_connection = original
+        assert client.llen(f"{broker.namespace}:wake-test") == 5
+        assert client.llen(f"{broker.namespace}:wake-test.DQ") == 1
+        assert client.llen(broker.wake_key("wake-test")) >= 5  # a token per message due now (the retry adds more)
+        assert len(commands) == 3  # the pipeline, the reload after NOSCRIPT, the pipeline again: not one per message
+
+        commands.clear()
+        tokens = client.llen(broker.wake_key("wake-test"))
+        broker.client.connection_pool.get_connection = counting
+        broker.enqueue_many([(note.message(n), None) for n in (5, 6)])
+        broker.client.connection_pool.get_connection = original
+        assert len(commands) == 1  # the script is known now: one round trip for both
+        assert client.llen(f"{broker.namespace}:wake-test") == 7
+        assert client.llen(broker.wake_key("wake-test")) == tokens + 2
+
+        worker = _worker(broker)
+        try:
+            deadline = time.monotonic() + 30
+            while len(seen) < 7 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            assert sorted(value for value, _ in seen) == [0, 1, 2, 3, 4, 5, 6]  # the delayed one is not due for a minute
+        finally:
+            worker.stop()
+    finally:
+        client.close()
+        broker.close()
