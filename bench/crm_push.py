@@ -91,7 +91,9 @@ def main() -> None:
         ids = _write_leads(runtime, args.leads)
         started = time.monotonic()
         runtime.dispatch(ids)
-        _wait(runtime, len(ids), timeout=args.timeout)
+        samples = _wait(runtime, len(ids), timeout=args.timeout,
+                        admitted=lambda: httpx.get(sandbox["control"] + "/_chaos/hubspot?counts=1", timeout=30)
+                        .json()["admitted"])
         elapsed = time.monotonic() - started
         with runtime.db.transaction() as session:
             ended = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
@@ -99,6 +101,7 @@ def main() -> None:
                                      .limit(5)).all()
         broker.close()
         held = httpx.get(sandbox["control"] + "/_chaos/hubspot", timeout=60).json()
+        warnings = _warnings(workdir)
     requests, refused = held["admitted"], held["refused"]
     duplicates = sum(n - 1 for kind in ("contacts", "notes", "deals")
                      for n in collections.Counter(held[kind]).values())
@@ -108,6 +111,13 @@ def main() -> None:
     print(f"HubSpot answered {requests} requests ({requests / args.leads:.2f} per lead) in {elapsed:.1f} s; "
           f"quota floor {floor:.1f} s; {len(held['contacts'])} contacts, {len(held['notes'])} notes, "
           f"{len(held['deals'])} deals")
+    windows = [later - earlier for (_, earlier), (_, later) in zip(samples, samples[10:])][::10]
+    if windows:
+        full = sum(1 for n in windows if n >= 0.9 * args.budget)
+        print(f"requests per 10 s window: {full} of {len(windows)} windows at 90%+ of the budget; "
+              f"the others: {[n for n in windows if n < 0.9 * args.budget]}")
+    if warnings:
+        print("worker warnings: " + "; ".join(f"{n} x {text}" for text, n in warnings.most_common(5)))
     print(f"jobs ended: {ended}" + "".join(f"\n  {kind}: {error}" for kind, error in errors))
     print(f"crm_push: ratio {elapsed / floor:.2f} to the quota floor, {refused} 429s, {duplicates} duplicates")
 
@@ -132,6 +142,41 @@ def _worker(log_path: Path, env: dict, threads: int):
             yield proc
         finally:
             _stop(proc)
+
+
+def _where_in_redis(runtime: Runtime) -> None:
+    """Where the pending rows' messages are in Redis: queued, delayed, or held by a worker (a diagnostic)."""
+    client = redis.Redis.from_url(runtime.settings.redis_url)
+    with runtime.db.transaction() as session:
+        pending = set(session.scalars(select(OutboxRow.id).where(OutboxRow.status == "pending")))
+    places = collections.Counter()
+    for key in client.scan_iter("dramatiq:*"):
+        kind = client.type(key).decode()
+        name = key.decode()
+        if kind == "hash":
+            for mid, raw in client.hgetall(key).items():
+                message = json.loads(raw)
+                if message.get("args") and message["args"][0] in pending:
+                    places[f"{name} (hash)"] += 1
+        else:
+            size = client.llen(key) if kind == "list" else client.zcard(key) if kind == "zset" else \
+                client.scard(key) if kind == "set" else 0
+            places[f"{name} ({kind}, {size})"] += 0
+    print("  in redis:", dict(places))
+
+
+def _warnings(workdir: Path) -> collections.Counter:
+    """The workers' warnings, by message with its numbers blanked (what made a job wait or retry)."""
+    import re
+
+    seen = collections.Counter()
+    for path in workdir.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("level") in ("warning", "error"):
+                    seen[re.sub(r"\d+", "N", entry.get("msg", ""))[:160]] += 1
+    return seen
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -165,15 +210,30 @@ def _write_leads(runtime: Runtime, count: int) -> list[int]:
     return pending.ids
 
 
-def _wait(runtime: Runtime, jobs: int, *, timeout: float) -> None:
-    """Until no row is pending: the bench's rows and any the jobs wrote themselves."""
-    deadline, done = time.monotonic() + timeout, 0
+def _wait(runtime: Runtime, jobs: int, *, timeout: float, admitted) -> list[tuple[float, int]]:
+    """Until no row is pending (the bench's rows and any the jobs wrote themselves); HubSpot's admitted count
+    once a second meanwhile, to show how full each 10 s window was."""
+    deadline, done, samples, stalled = time.monotonic() + timeout, 0, [], False
     while time.monotonic() < deadline:
+        if not samples or time.monotonic() - samples[-1][0] >= 1.0:
+            samples.append((time.monotonic(), admitted()))
         with runtime.db.transaction() as session:
             counts = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
         done = sum(n for status, n in counts.items() if status != "pending")
         if done >= jobs and not counts.get("pending"):
-            return
+            return samples
+        if len(samples) > 5 and samples[-1][1] == samples[-6][1] and not stalled:
+            stalled = True  # HubSpot heard nothing for 5 s while rows wait: say what they wait for
+            with runtime.db.transaction() as session:
+                waiting = session.execute(select(OutboxRow.kind, OutboxRow.attempts, OutboxRow.last_error,
+                                                 OutboxRow.claimed_until, OutboxRow.enqueued_at)
+                                          .where(OutboxRow.status == "pending").limit(5)).all()
+            print(f"stalled at {time.monotonic() - samples[0][0]:.0f} s with {counts.get('pending')} pending, e.g.:")
+            if os.environ.get("CRM_PUSH_WHERE"):
+                _where_in_redis(runtime)
+            for row in waiting:
+                print(f"  {row.kind} attempts={row.attempts} claimed_until={row.claimed_until} "
+                      f"enqueued_at={row.enqueued_at} error={row.last_error}")
         time.sleep(0.2)
     raise SystemExit(f"crm_push: the outbox did not drain in {timeout:.0f} s ({done} of {jobs} jobs ended)")
 

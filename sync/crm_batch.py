@@ -128,13 +128,20 @@ def _push_together(runtime: Runtime, tenant: Tenant, spec: Batchable, job: JobPa
 
 
 def let_go(runtime: Runtime, row_ids: list[int]) -> None:
-    """Companions this batch did not push: unclaimed, as if never tried, and queued for their own run."""
+    """Companions this batch did not push: unclaimed, as if never tried. Each one's own message, still in the
+    queue, runs it; one whose message came while it was claimed here (and was turned away, which forgets the
+    row's enqueued mark: sync/runner.py) is queued again. Queuing them all again (as before) left a message
+    behind for every companion let go: 19,000 extra deliveries ahead of the last rows of a 9,000-job backlog."""
     if not row_ids:
         return
     with runtime.db.transaction() as session:
-        session.execute(update(OutboxRow).where(OutboxRow.id.in_(row_ids))
-                        .values(claimed_until=None, attempts=OutboxRow.attempts - 1, enqueued_at=None))
-    runtime.dispatch(row_ids)
+        released = session.execute(update(_ROWS).where(_ROWS.c.id.in_(row_ids))
+                                   .values(claimed_until=None, attempts=_ROWS.c.attempts - 1)
+                                   .returning(_ROWS.c.id, _ROWS.c.enqueued_at)).all()
+    runtime.dispatch([row_id for row_id, enqueued_at in released if enqueued_at is None])
+
+
+_ROWS = OutboxRow.__table__
 
 
 def _done(runtime: Runtime, row_ids: list[int]) -> None:

@@ -152,6 +152,9 @@ def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
         claimed = session.execute(_CLAIM, {"outbox_id": outbox_id, "now": now,
                                            "until": now + claim_lease(runtime)}).one_or_none()
         if claimed is None:
+            # Done, or claimed by another job. If claimed, this message was its only one in the queue: the row
+            # forgets its enqueued mark, so a batch that lets it go unpushed queues it again (sync/crm_batch.py).
+            session.execute(_TURNED_AWAY, {"outbox_id": outbox_id, "now": now})
             return None
         kind, tenant_id, payload, not_before = claimed
         if not_before is not None and not_before > now:
@@ -175,6 +178,12 @@ _CLAIM = (  # Core, not an ORM UPDATE: the ORM's bulk-update machinery cost more
     .values(claimed_until=bindparam("until"), attempts=_OUTBOX.attempts + 1)
     .returning(_OUTBOX.kind, _OUTBOX.tenant_id, _OUTBOX.payload, _OUTBOX.not_before)
 )  # built once: every job starts with it
+_TURNED_AWAY = (
+    update(OutboxRow.__table__)
+    .where(_OUTBOX.id == bindparam("outbox_id"), _OUTBOX.status == OutboxStatus.pending,
+           _OUTBOX.claimed_until >= bindparam("now"), _OUTBOX.enqueued_at.is_not(None))
+    .values(enqueued_at=None)
+)
 
 
 def _tell_waiting_caller(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, reason: str) -> None:

@@ -219,3 +219,35 @@ def test_a_backlog_ends_the_same_in_the_crm_batched_or_one_by_one(stack, tmp_pat
         assert len(activities) == 36 and all([to for to, _ in links] == ["contacts", "deals"] for links in activities)
         batched.close()
         alone.close()
+
+
+def test_a_companion_let_go_is_queued_again_only_if_its_own_message_was_turned_away_meanwhile(any_db):
+    """A companion's own message still in the queue will run it; queuing it again left one extra delivery behind
+    for every companion let go (19,000 of them ahead of the last rows of bench.crm_push's backlog)."""
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from sqlalchemy import select
+
+    from core.store.tables import OutboxRow
+    from sync.crm_batch import let_go
+    from sync.runner import _claim
+
+    now = datetime(2031, 5, 6, 12, 0, tzinfo=timezone.utc)
+    with any_db.transaction() as s:
+        rows = [OutboxRow(tenant_id="t", kind="crm_sync_lead", idempotency_key=f"k{n}", payload={"lead_id": n},
+                          created_at=now, enqueued_at=now, attempts=1, claimed_until=now + timedelta(minutes=5))
+                for n in range(2)]  # both enqueued, then claimed by a batch as its companions
+        s.add_all(rows)
+        s.flush()
+        queued, turned_away = rows[0].id, rows[1].id
+    dispatched = []
+    runtime = SimpleNamespace(db=any_db, now=lambda: now, settings=SimpleNamespace(), dispatch=dispatched.extend)
+
+    assert _claim(runtime, turned_away) is None  # its message came while the batch held it: a no-op
+    let_go(runtime, [queued, turned_away])
+
+    assert dispatched == [turned_away]  # the other's message is still in the queue
+    with any_db.transaction() as s:
+        after = {r.id: r for r in s.scalars(select(OutboxRow))}
+    assert all(r.claimed_until is None and r.attempts == 0 and r.status == "pending" for r in after.values())

@@ -54,7 +54,7 @@ def test_batched_enqueued_notes_keep_the_relay_off_rows_already_sent(phone, text
     updates = []
     event.listen(textback.runtime.db.engine, "before_cursor_execute",
                  lambda _c, _cur, statement, *_: updates.append(statement) if "enqueued_at" in statement
-                 and statement.lstrip().upper().startswith("UPDATE") else None)
+                 and statement.lstrip().upper().startswith("UPDATE") and " IN (" in statement else None)  # notes
     batched = DramatiqDispatcher(textback.runtime, delay_later_rows=False, mark_every=60)
     textback.runtime.dispatcher = batched
     for n in range(3):
