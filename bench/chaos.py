@@ -55,7 +55,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from sqlalchemy import create_engine, make_url, select
+from sqlalchemy import create_engine, func, make_url, select
 from twilio.request_validator import RequestValidator
 
 from bench.first_text import BIN, BUSINESS, ROOT, STAFF, database, free_port, wait_until
@@ -413,6 +413,10 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
         sent_ids = {str(i) for i in connection.scalars(select(Message.id).where(
             Message.direction == "outbound", Message.provider_sid.is_not(None)))}
         dead = connection.execute(select(OutboxRow.kind, OutboxRow.last_error).where(OutboxRow.status == "dead")).all()
+        purposes = dict(connection.execute(
+            select(Message.purpose, func.count()).where(Message.direction == "outbound",
+                                                        Message.provider_sid.is_not(None))
+            .group_by(Message.purpose)).all())
     engine.dispose()
     business_of = business_of or {}
     firm_one = [c for c in callers if business_of.get(c, BUSINESS) == BUSINESS]
@@ -444,7 +448,8 @@ def check(database_url: str, sandbox: Sandbox, callers: list[str], report: Repor
         "lost": len(lost_texts) + len(lost_leads) + len(lost_events) + meetings_under,
         "duplicated": duplicate_texts + duplicate_leads + duplicate_bookings + meetings_over + len(orphan_events),
         "stuck": len(stuck) + len(dead_without_reason), "dead": len(dead), "faults": faults,
-        "texts": sum(texted.values()), "contacts": sum(hubspot.values()) + sum(clio.values()),
+        "texts": sum(texted.values()), "texts_by_purpose": {str(k): v for k, v in sorted(purposes.items(), key=str)},
+        "contacts": sum(hubspot.values()) + sum(clio.values()),
         "events": sum(events.values()), "meetings": state["meetings"] + state["clio_entries"], "faults_by_vendor": state["faults"],
         "secrets_in_logs": secrets_in_logs(workdir, sandbox.env) if workdir else [],
     }
