@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy.exc import IntegrityError
+
 from core.outbox import Dispatcher, Kind, Pending
 from sync.runtime import Runtime
 
@@ -21,6 +23,15 @@ UPKEEP_SECONDS = 3600  # Graph subscriptions renew a day ahead of expiry, so hou
 
 def schedule_due(runtime: Runtime) -> list[int]:
     """Write the pulls and upkeep due in this period for every tenant (once per period across all workers)."""
+    try:
+        return _schedule_due(runtime)
+    except IntegrityError:
+        # Another worker wrote this period's rows between our look-up and our insert (two workers started
+        # together tick together): they exist now, so a second pass finds them and writes only what is missing.
+        return _schedule_due(runtime)
+
+
+def _schedule_due(runtime: Runtime) -> list[int]:
     epoch, pending = int(runtime.now().timestamp()), Pending()
     with runtime.db.transaction() as session:
         for tenant in runtime.tenants:

@@ -50,3 +50,29 @@ def test_two_workers_ticking_in_one_period_write_one_pull_per_calendar_and_one_u
     schedule_due(workers[1])
     assert sorted(k for k, _ in kinds(sqlite_db)).count("calendar_pull") == 4
     assert sorted(k for k, _ in kinds(sqlite_db)).count("watch_calendars") == 1
+
+
+def test_a_worker_that_loses_the_race_for_a_period_s_rows_finds_them_instead_of_failing_its_tick(any_db):
+    """Two workers started together tick together: the one whose insert comes second meets the unique key."""
+    from sqlalchemy import event
+
+    settings = Settings(database_url=any_db.url, redis_url="stub://")
+    runtime = Runtime(settings=settings, db=any_db, tenants=TenantDirectory([tenant(pull_minutes=15)]),
+                      clock=lambda: NOON)
+    other = Runtime(settings=settings, db=any_db, tenants=TenantDirectory([tenant(pull_minutes=15)]),
+                    clock=lambda: NOON)
+    raced = []
+
+    def the_other_worker_first(conn, cursor, statement, *_):
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX") and not raced:
+            raced.append(True)  # after this worker looked the keys up, before it inserts
+            other_ids = schedule_due(other)
+            assert len(other_ids) == 4
+
+    event.listen(any_db.engine, "before_cursor_execute", the_other_worker_first)
+    try:
+        ids = schedule_due(runtime)
+    finally:
+        event.remove(any_db.engine, "before_cursor_execute", the_other_worker_first)
+    assert raced and ids == []  # the rows are the other worker's, dispatched by it
+    assert sorted(k for k, _ in kinds(any_db)) == ["calendar_pull", "calendar_pull", "watch_calendars", "watch_crm"]
