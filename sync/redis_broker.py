@@ -28,8 +28,8 @@ import uuid
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import MAINTENANCE_COMMAND_BLACKLIST, RedisBroker, _RedisConsumer
-from dramatiq.errors import ConnectionClosed
 from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 WAKE_BACKLOG = 1000  # tokens kept for consumers that are busy or not yet started
