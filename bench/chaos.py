@@ -98,9 +98,11 @@ class Report:
 class Sandbox:
     """bench/chaos_sandbox.py in its own process."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.chaos_sandbox", "--calendar", CALENDAR], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=(workdir / "sandbox.log").open("ab"), text=True)
+    def __init__(self, workdir: Path, *, hubspot_budget: int | None = None) -> None:
+        budget = ["--hubspot-budget", str(hubspot_budget)] if hubspot_budget else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.chaos_sandbox", "--calendar", CALENDAR, *budget],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=(workdir / "sandbox.log").open("ab"),
+                                     text=True)
         facts = json.loads(self.proc.stdout.readline())
         self.control, self.env, self.connectors = facts["control"], facts["env"], facts["connectors"]
         self.second = facts["second"]
@@ -110,6 +112,11 @@ class Sandbox:
 
     def state(self) -> dict:
         return httpx.get(self.control + "/_chaos/state", timeout=30).json()
+
+    def hubspot(self, *, counts: bool = False) -> dict:
+        """HubSpot's admitted and refused request counts, and (unless `counts`) the records it holds."""
+        return httpx.get(self.control + "/_chaos/hubspot", params={"counts": counts} if counts else None,
+                         timeout=60).json()
 
     def stop(self) -> None:
         self.proc.terminate()

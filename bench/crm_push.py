@@ -22,19 +22,19 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis
 import yaml
 from sqlalchemy import func, select
 
-from bench.first_text import BIN, ROOT, database, wait_until
+from bench.chaos import Sandbox
+from bench.first_text import BIN, database, wait_until
 from connectors.registry import validate_connector
 from core.config import Settings, load_tenants
 from core.outbox import Kind, Pending
@@ -46,7 +46,7 @@ from sync import actors
 from sync.broker import make_broker
 from sync.runtime import Runtime
 
-BUSINESS, CALENDAR = "+15550001111", "staff@smithlaw.example"
+BUSINESS = "+15550001111"
 
 
 def main() -> None:
@@ -64,18 +64,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        sandbox = stack.enter_context(_sandbox(workdir, args.budget))
+        sandbox = Sandbox(workdir, hubspot_budget=args.budget)
+        stack.callback(sandbox.stop)
         database_url = stack.enter_context(database(args.store, workdir))
-        connectors = {**sandbox["connectors"], "crm": {**sandbox["connectors"]["crm"], "requests_per_10s": args.budget}}
+        connectors = {**sandbox.connectors, "crm": {**sandbox.connectors["crm"], "requests_per_10s": args.budget}}
         path = workdir / "tenants.yaml"
         path.write_text(yaml.safe_dump({"tenants": [{
             "id": "smith-law", "name": "Smith & Lee Law", "vertical": "law", "timezone": "America/New_York",
             "phone_numbers": [BUSINESS], "forward_to": ["+15550002222"], "contact": "(555) 000-1111",
             "hours": {day: "09:00-17:00" for day in ("mon", "tue", "wed", "thu", "fri")},
             "connectors": connectors}]}))
-        env = {**os.environ, **sandbox["env"], "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_REDIS_URL": args.redis,
+        env = {**os.environ, **sandbox.env, "TEXTBACK_DATABASE_URL": database_url, "TEXTBACK_REDIS_URL": args.redis,
                "TEXTBACK_CONFIG": str(path)}
-        os.environ.update(sandbox["env"])  # the tenants file's env: secrets, read here too
+        os.environ.update(sandbox.env)  # the tenants file's env: secrets, read here too
         db = Database(database_url)
         upgrade(db.engine)
         stack.callback(db.dispose)
@@ -92,15 +93,14 @@ def main() -> None:
         started = time.monotonic()
         runtime.dispatch(ids)
         samples = _wait(runtime, len(ids), timeout=args.timeout,
-                        admitted=lambda: httpx.get(sandbox["control"] + "/_chaos/hubspot?counts=1", timeout=30)
-                        .json()["admitted"])
+                        admitted=lambda: sandbox.hubspot(counts=True)["admitted"])
         elapsed = time.monotonic() - started
         with runtime.db.transaction() as session:
             ended = dict(session.execute(select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())
             errors = session.execute(select(OutboxRow.kind, OutboxRow.last_error).where(OutboxRow.status != "done")
                                      .limit(5)).all()
         broker.close()
-        held = httpx.get(sandbox["control"] + "/_chaos/hubspot", timeout=60).json()
+        held = sandbox.hubspot()
         warnings = _warnings(workdir)
     requests, refused = held["admitted"], held["refused"]
     duplicates = sum(n - 1 for kind in ("contacts", "notes", "deals")
@@ -123,17 +123,6 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def _sandbox(workdir: Path, budget: int):
-    proc = subprocess.Popen([sys.executable, "-m", "bench.chaos_sandbox", "--calendar", CALENDAR,
-                             "--hubspot-budget", str(budget)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=(workdir / "sandbox.log").open("ab"), text=True)
-    try:
-        yield json.loads(proc.stdout.readline())
-    finally:
-        _stop(proc)
-
-
-@contextlib.contextmanager
 def _worker(log_path: Path, env: dict, threads: int):
     with log_path.open("ab") as log:
         proc = subprocess.Popen([BIN / "textback", "worker", "--threads", str(threads)], env=env, cwd=log_path.parent,
@@ -145,30 +134,22 @@ def _worker(log_path: Path, env: dict, threads: int):
 
 
 def _where_in_redis(runtime: Runtime) -> None:
-    """Where the pending rows' messages are in Redis: queued, delayed, or held by a worker (a diagnostic)."""
+    """Where the pending rows' messages are in Redis, and how long each Dramatiq key is (a diagnostic)."""
     client = redis.Redis.from_url(runtime.settings.redis_url)
     with runtime.db.transaction() as session:
         pending = set(session.scalars(select(OutboxRow.id).where(OutboxRow.status == "pending")))
-    places = collections.Counter()
+    sizes, holding = {}, collections.Counter()
     for key in client.scan_iter("dramatiq:*"):
-        kind = client.type(key).decode()
-        name = key.decode()
-        if kind == "hash":
-            for mid, raw in client.hgetall(key).items():
-                message = json.loads(raw)
-                if message.get("args") and message["args"][0] in pending:
-                    places[f"{name} (hash)"] += 1
+        name, kind = key.decode(), client.type(key).decode()
+        if kind == "hash":  # a queue's messages by id
+            holding[name] = sum(1 for raw in client.hvals(key) if json.loads(raw).get("args", [None])[0] in pending)
         else:
-            size = client.llen(key) if kind == "list" else client.zcard(key) if kind == "zset" else \
-                client.scard(key) if kind == "set" else 0
-            places[f"{name} ({kind}, {size})"] += 0
-    print("  in redis:", dict(places))
+            sizes[name] = {"list": client.llen, "zset": client.zcard, "set": client.scard}.get(kind, lambda _: 0)(key)
+    print(f"  pending rows' messages in: {dict(holding)}; key sizes: {sizes}")
 
 
 def _warnings(workdir: Path) -> collections.Counter:
     """The workers' warnings, by message with its numbers blanked (what made a job wait or retry)."""
-    import re
-
     seen = collections.Counter()
     for path in workdir.glob("worker-*.log"):
         for line in path.read_text(errors="replace").splitlines():
