@@ -103,6 +103,7 @@ def main() -> None:
             keys = {kind: [r["properties"].get("textback_key") for r in stack.hubspot.objects(kind)]
                     for kind in ("notes", "deals")}
             return {"admitted": stack.hubspot.access.admitted, "refused": len(stack.hubspot.access.refused),
+                    "by_route": dict(stack.hubspot.access.admitted_by),
                     "contacts": [c["properties"].get("phone") for c in stack.hubspot.objects("contacts")], **keys}
 
         server = ServedApp(control, port=0).start()

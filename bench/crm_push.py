@@ -101,7 +101,7 @@ def main() -> None:
                                      .limit(5)).all()
         broker.close()
         held = sandbox.hubspot()
-        warnings = _warnings(workdir)
+        warnings, batches = _warnings(workdir)
     requests, refused = held["admitted"], held["refused"]
     duplicates = sum(n - 1 for kind in ("contacts", "notes", "deals")
                      for n in collections.Counter(held[kind]).values())
@@ -116,6 +116,13 @@ def main() -> None:
         full = sum(1 for n in windows if n >= 0.9 * args.budget)
         print(f"requests per 10 s window: {full} of {len(windows)} windows at 90%+ of the budget; "
               f"the others: {[n for n in windows if n < 0.9 * args.budget]}")
+    routes = sorted(held["by_route"].items(), key=lambda item: -item[1])
+    print("by route: " + ", ".join(f"{route} {n}" for route, n in routes))
+    if os.environ.get("CRM_PUSH_SECONDS"):
+        print("admitted each second: " + " ".join(str(later - earlier) for (_, earlier), (_, later)
+                                                    in zip(samples, samples[1:])))
+    if batches:
+        print("batches: " + ", ".join(f"{name} {n}" for name, n in sorted(batches.items())))
     if warnings:
         print("worker warnings: " + "; ".join(f"{n} x {text}" for text, n in warnings.most_common(5)))
     print(f"jobs ended: {ended}" + "".join(f"\n  {kind}: {error}" for kind, error in errors))
@@ -148,16 +155,26 @@ def _where_in_redis(runtime: Runtime) -> None:
     print(f"  pending rows' messages in: {dict(holding)}; key sizes: {sizes}")
 
 
-def _warnings(workdir: Path) -> collections.Counter:
-    """The workers' warnings, by message with its numbers blanked (what made a job wait or retry)."""
-    seen = collections.Counter()
+def _warnings(workdir: Path) -> tuple[collections.Counter, collections.Counter]:
+    """The workers' warnings, by message with its numbers blanked (what made a job wait or retry); and their
+    batches by kind: how many, the rows they pushed, the companions they let go."""
+    seen, batches = collections.Counter(), collections.Counter()
     for path in workdir.glob("worker-*.log"):
         for line in path.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
+                message = entry.get("msg", "")
                 if entry.get("level") in ("warning", "error"):
-                    seen[re.sub(r"\d+", "N", entry.get("msg", ""))[:160]] += 1
-    return seen
+                    seen[re.sub(r"\d+", "N", message)[:160]] += 1
+                elif batch := _BATCH.match(message):
+                    pushed, kind, let_go = batch.groups()
+                    batches[f"{kind} batches"] += 1
+                    batches[f"{kind} rows"] += int(pushed)
+                    batches[f"{kind} let go"] += int(let_go)
+    return seen, batches
+
+
+_BATCH = re.compile(r"outbox: (\d+) (\w+) pushes for \S+ in one batch \((\d+) let go\)")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -194,7 +211,7 @@ def _write_leads(runtime: Runtime, count: int) -> list[int]:
 def _wait(runtime: Runtime, jobs: int, *, timeout: float, admitted) -> list[tuple[float, int]]:
     """Until no row is pending (the bench's rows and any the jobs wrote themselves); HubSpot's admitted count
     once a second meanwhile, to show how full each 10 s window was."""
-    deadline, done, samples, stalled = time.monotonic() + timeout, 0, [], False
+    deadline, done, samples, stalled, tail = time.monotonic() + timeout, 0, [], False, False
     while time.monotonic() < deadline:
         if not samples or time.monotonic() - samples[-1][0] >= 1.0:
             samples.append((time.monotonic(), admitted()))
@@ -203,6 +220,16 @@ def _wait(runtime: Runtime, jobs: int, *, timeout: float, admitted) -> list[tupl
         done = sum(n for status, n in counts.items() if status != "pending")
         if done >= jobs and not counts.get("pending"):
             return samples
+        if os.environ.get("CRM_PUSH_TAIL") and not tail and counts.get("pending", 0) <= jobs // 100:
+            tail = True  # the last 1%: what they wait for
+            with runtime.db.transaction() as session:
+                waiting = session.execute(select(OutboxRow.kind, OutboxRow.attempts, OutboxRow.last_error,
+                                                 OutboxRow.claimed_until, OutboxRow.enqueued_at, OutboxRow.not_before)
+                                          .where(OutboxRow.status == "pending").limit(8)).all()
+            print(f"last 1% at {time.monotonic() - samples[0][0]:.0f} s: {counts.get('pending')} pending, e.g.:")
+            for row in waiting:
+                print(f"  {row.kind} attempts={row.attempts} claimed_until={row.claimed_until} "
+                      f"enqueued_at={row.enqueued_at} not_before={row.not_before} error={row.last_error}")
         if len(samples) > 5 and samples[-1][1] == samples[-6][1] and not stalled:
             stalled = True  # HubSpot heard nothing for 5 s while rows wait: say what they wait for
             with runtime.db.transaction() as session:

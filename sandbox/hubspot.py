@@ -15,6 +15,7 @@ after authentication, in HubSpot's error shape), late answers and dropped connec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 import httpx
@@ -38,6 +39,8 @@ from sandbox.hubspot_validation import (
     parse_body,
 )
 from sandbox.hubspot_webhooks import HubSpotWebhooks
+
+_IDS = re.compile(r"/\d+(?=/|$)")  # record ids in a path, so that requests group by route
 
 API_SOURCE = "INTEGRATION"
 
@@ -98,7 +101,8 @@ def create_app(sandbox: HubSpotSandbox) -> FastAPI:
             error = rate_limited("TEN_SECONDLY_ROLLING") if fault["status"] == 429 else HubSpotError(
                 fault["status"], "internal error", None)
             return _error_response(error, extra)
-        admission = sandbox.access.admit(caller, search=request.url.path.endswith("/search"))
+        route = request.method + " " + _IDS.sub("/{id}", request.url.path)
+        admission = sandbox.access.admit(caller, search=request.url.path.endswith("/search"), route=route)
         if admission.policy is not None:
             return _error_response(rate_limited(admission.policy),
                                    {**admission.headers, "Retry-After": str(admission.retry_after)})

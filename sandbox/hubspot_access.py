@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -91,6 +91,7 @@ class HubSpotAccess:
         self.refused: list[str] = []  # the policy of every 429 the limits answered, in order
         self._daily = 0
         self.admitted = 0  # requests answered within the limits
+        self.admitted_by: Counter[str] = Counter()  # the same, by route ("POST /crm/v3/objects/notes/batch/create")
         self._lock = threading.Lock()
 
     # --- OAuth ---------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class HubSpotAccess:
                                "ago.", "EXPIRED_AUTHENTICATION")
         return Caller(budget="oauth:" + grant[0], oauth=True)
 
-    def admit(self, caller: Caller, *, search: bool = False) -> Admission:
+    def admit(self, caller: Caller, *, search: bool = False, route: str = "") -> Admission:
         """Count one request against the caller's budgets, or refuse it with the policy it hit."""
         now = time.monotonic()
         limit = self.oauth_burst_limit if caller.oauth else self.burst_limit
@@ -199,6 +200,7 @@ class HubSpotAccess:
                     searches.append(now)
                 self._daily += 0 if caller.oauth else 1
                 self.admitted += 1
+                self.admitted_by[route] += 1
             if policy is not None:
                 self.refused.append(policy)
             headers = {} if search else {

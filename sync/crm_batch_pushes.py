@@ -8,8 +8,11 @@
 
 Each ends as the single path of sync/crm_push.py ends: the same records, properties and associations, and the same
 external-id map. A transcript that grew while it was written, or a record another job mapped first, is finished
-by the single path's own write. A row that does not fit (`callers` answers None for it) is left to the single path, which
-ensures the contact first or updates the record it mapped.
+by the single path's own write. A row that does not fit (`callers` answers None for it) is left to the single path,
+which ensures the contact first or updates the record it mapped.
+
+Each reads what the whole batch needs in one transaction and maps the ids it made in one: a transaction or two per
+row (as the single path's helpers take them) cost the worker threads more than the batch calls themselves.
 """
 
 from __future__ import annotations
@@ -24,20 +27,18 @@ from core.config import Tenant
 from core.jobs import ConversationJob, LeadJob
 from core.models import ContactRecord
 from core.outbox import Kind
-from core.store.repo import remember_external_id
+from core.store.repo import remember_external_ids
 from core.store.tables import Conversation, Lead
 from sync.crm_push import (
-    _conversation_log,
+    _conversation_log_in,
     _key,
-    _lead_of,
     _line,
-    _mapped,
     _mapped_ids,
-    _opportunity,
+    _opportunity_in,
     _push_transcript,
-    _remember,
+    _remember_all,
     _texts,
-    _written_before,
+    _written_before_in,
 )
 from sync.runtime import Runtime
 
@@ -78,32 +79,34 @@ def _unwritten(local_kind: str) -> Callable[..., list[int | None]]:
 
 def push_contacts(runtime: Runtime, tenant: Tenant, jobs: list[LeadJob]) -> None:
     with runtime.db.transaction() as session:
-        leads = [session.get(Lead, job.lead_id) for job in jobs]
+        leads = {lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_([j.lead_id for j in jobs])))}
         contacts = [(lead.id, ContactRecord(phone=lead.phone, first_name=lead.first_name, last_name=lead.last_name))
-                    for lead in leads]
+                    for lead in (leads[job.lead_id] for job in jobs)]
     ids = runtime.crm(tenant).upsert_contacts([contact for _, contact in contacts])
-    for (lead_id, _), contact_id in zip(contacts, ids):
-        _remember(runtime, tenant, "lead", lead_id, contact_id)
+    _remember_all(runtime, tenant, "lead", {lead_id: contact_id for (lead_id, _), contact_id in zip(contacts, ids)})
 
 
 def push_transcripts(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJob]) -> None:
-    crm = runtime.crm(tenant)
-    notes: dict[int, KeyedNote] = {}
-    for job in jobs:
-        log, lead_id, key = _conversation_log(runtime, tenant, job.conversation_id)
-        deal = _mapped(runtime, tenant, "opportunity", job.conversation_id)
-        notes[job.conversation_id] = KeyedNote(key=key, contact_id=_mapped(runtime, tenant, "lead", lead_id), log=log,
-                                               opportunity_id=deal)
+    crm, kind = runtime.crm(tenant), tenant.connectors["crm"].type
+    wanted = [job.conversation_id for job in jobs]
+    with runtime.db.transaction() as session:
+        logs = {conversation_id: _conversation_log_in(session, tenant, conversation_id) for conversation_id in wanted}
+        deals = _mapped_ids(session, tenant.id, kind, "opportunity", wanted)
+        contacts = _mapped_in(session, tenant, "lead", [lead_id for _, lead_id, _ in logs.values()])
+    notes = {conversation_id: KeyedNote(key=key, contact_id=contacts.get(lead_id), log=log,
+                                        opportunity_id=deals.get(conversation_id))
+             for conversation_id, (log, lead_id, key) in logs.items()}
     # The texts first: a batch cut short after them (its budget spent) leaves the notes unmapped, so the rows still
     # fit a batch on their retry, which finds the texts mapped; the other way round, each would take the single path.
     if isinstance(crm, ActivityLog):
         _push_texts(runtime, tenant, crm, notes)
     made = crm.log_conversations(list(notes.values()))
-    unfinished = []
-    for conversation_id, note in notes.items():
-        stored = _remember(runtime, tenant, "conversation_log", conversation_id, made[note.key])
-        if stored != made[note.key] or _conversation_log(runtime, tenant, conversation_id)[0] != note.log:
-            unfinished.append(conversation_id)  # mapped by another job first, or grown meanwhile
+    stored = _remember_all(runtime, tenant, "conversation_log",
+                           {conversation_id: made[note.key] for conversation_id, note in notes.items()})
+    with runtime.db.transaction() as session:
+        unfinished = [conversation_id for conversation_id, note in notes.items()  # mapped by another job first,
+                      if stored[conversation_id] != made[note.key]                 # or grown meanwhile
+                      or _conversation_log_in(session, tenant, conversation_id)[0] != note.log]
     for conversation_id in unfinished:
         _push_transcript(runtime, tenant, conversation_id, notes[conversation_id].contact_id)
 
@@ -127,32 +130,36 @@ def _push_texts(runtime: Runtime, tenant: Tenant, crm, notes: dict[int, KeyedNot
         return
     made = crm.log_texts(texts)
     with runtime.db.transaction() as session:
-        for key, message_id in owners.items():
-            if key in made:
-                remember_external_id(session, tenant_id=tenant.id, connector=kind, local_kind="message",
-                                     local_id=message_id, external_id=made[key])
+        remember_external_ids(session, tenant_id=tenant.id, connector=kind, local_kind="message",
+                              external_ids={message_id: made[key] for key, message_id in owners.items() if key in made})
 
 
 def push_deals(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJob]) -> None:
     crm = runtime.crm(tenant)
-    deals: dict[int, KeyedOpportunity] = {}
-    for job in jobs:
-        opportunity, key = _opportunity(runtime, tenant, job.conversation_id)
-        lead_id = _lead_of(runtime, job.conversation_id)
-        deals[job.conversation_id] = KeyedOpportunity(key=key, contact_id=_mapped(runtime, tenant, "lead", lead_id),
-                                                      opportunity=opportunity)
+    wanted = [job.conversation_id for job in jobs]
+    with runtime.db.transaction() as session:
+        opportunities = {conversation_id: _opportunity_in(session, tenant, conversation_id)
+                         for conversation_id in wanted}
+        lead_of = dict(session.execute(select(Conversation.id, Conversation.lead_id)
+                                       .where(Conversation.id.in_(wanted))).all())
+        contacts = _mapped_in(session, tenant, "lead", lead_of.values())
+    deals = {conversation_id: KeyedOpportunity(key=key, contact_id=contacts.get(lead_of[conversation_id]),
+                                               opportunity=opportunity)
+             for conversation_id, (opportunity, key) in opportunities.items()}
     made = crm.upsert_opportunities(list(deals.values()))
     if isinstance(crm, ActivityLog):
         # Tied before the deals are mapped, so a push that fails in between ties them again on its retry.
-        links = [(kind, record_id, made[deal.key]) for conversation_id, deal in deals.items()
-                 for kind, record_id in _written_before(runtime, tenant, conversation_id)]
+        with runtime.db.transaction() as session:
+            links = [(kind, record_id, made[deal.key]) for conversation_id, deal in deals.items()
+                     for kind, record_id in _written_before_in(session, tenant, conversation_id)]
         if links:
             crm.link_to_opportunities(links)
+    stored = _remember_all(runtime, tenant, "opportunity",
+                           {conversation_id: made[deal.key] for conversation_id, deal in deals.items()})
     for conversation_id, deal in deals.items():
-        stored = _remember(runtime, tenant, "opportunity", conversation_id, made[deal.key])
-        if stored != made[deal.key]:  # another job mapped its deal first: this job's data goes there
-            crm.upsert_opportunity(contact_id=deal.contact_id, opportunity=deal.opportunity, existing_id=stored,
-                                   key=deal.key)
+        if stored[conversation_id] != made[deal.key]:  # another job mapped its deal first: this job's data goes there
+            crm.upsert_opportunity(contact_id=deal.contact_id, opportunity=deal.opportunity,
+                                   existing_id=stored[conversation_id], key=deal.key)
 
 
 BATCHABLE: dict[Kind, Batchable] = {

@@ -27,7 +27,7 @@ from core.engine.summary import answer_lines, headline
 from core.jobs import BookingJob, ConversationJob, LeadJob
 from core.models import BookingRecord, ContactRecord, ConversationLog, Direction, Opportunity, TranscriptLine
 from core.outbox import Pending
-from core.store.repo import external_id, remember_external_id, transcript
+from core.store.repo import external_id, remember_external_id, remember_external_ids, transcript
 from core.store.tables import Booking, Call, Conversation, ExternalId, Lead, Message
 from sync.runtime import Runtime
 
@@ -117,17 +117,22 @@ def _push_messages(runtime: Runtime, tenant: Tenant, crm: ActivityLog, conversat
 
 def _conversation_log(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
     with runtime.db.transaction() as session:
-        conversation = session.get(Conversation, conversation_id)
-        call = session.get(Call, conversation.call_id) if conversation.call_id else None
-        lines = [TranscriptLine(at=m.created_at, direction=Direction(m.direction), body=m.body)
-                 for m in _texts(session, conversation_id)]
-        log = ConversationLog(
-            title=f"textback conversation with {_phone(session, conversation)} ({tenant.name})",
-            summary=_summary(conversation, call),
-            answers={k: str(v) for k, v in conversation.answers.items()},
-            lines=lines,
-        )
-        return log, conversation.lead_id, _key(tenant, "conversation", conversation_id, conversation.created_at)
+        return _conversation_log_in(session, tenant, conversation_id)
+
+
+def _conversation_log_in(session, tenant: Tenant, conversation_id: int) -> tuple[ConversationLog, int, str]:
+    """The conversation's transcript as the CRM gets it, its lead, and the key it is created under."""
+    conversation = session.get(Conversation, conversation_id)
+    call = session.get(Call, conversation.call_id) if conversation.call_id else None
+    lines = [TranscriptLine(at=m.created_at, direction=Direction(m.direction), body=m.body)
+             for m in _texts(session, conversation_id)]
+    log = ConversationLog(
+        title=f"textback conversation with {_phone(session, conversation)} ({tenant.name})",
+        summary=_summary(conversation, call),
+        answers={k: str(v) for k, v in conversation.answers.items()},
+        lines=lines,
+    )
+    return log, conversation.lead_id, _key(tenant, "conversation", conversation_id, conversation.created_at)
 
 
 def upsert_opportunity(runtime: Runtime, tenant: Tenant, job: ConversationJob, pending: Pending) -> None:
@@ -153,15 +158,19 @@ def _push_opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int, co
 
 
 def _opportunity(runtime: Runtime, tenant: Tenant, conversation_id: int) -> tuple[Opportunity, str]:
-    """The conversation's deal as the CRM gets it, and the key it is created under."""
     with runtime.db.transaction() as session:
-        conversation = session.get(Conversation, conversation_id)
-        answers = ", ".join(answer_lines(conversation.answers))
-        about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
-        opportunity = Opportunity(name=f"{about or 'Missed call'}: {_who(session, conversation)}",
-                                  stage=conversation.outcome or "qualified",
-                                  description=f"Qualified by textback for {tenant.name}. {answers}")
-        return opportunity, _key(tenant, "opportunity", conversation_id, conversation.created_at)
+        return _opportunity_in(session, tenant, conversation_id)
+
+
+def _opportunity_in(session, tenant: Tenant, conversation_id: int) -> tuple[Opportunity, str]:
+    """The conversation's deal as the CRM gets it, and the key it is created under."""
+    conversation = session.get(Conversation, conversation_id)
+    answers = ", ".join(answer_lines(conversation.answers))
+    about = headline(tenant.conversation_playbook(conversation.playbook), conversation.answers)
+    opportunity = Opportunity(name=f"{about or 'Missed call'}: {_who(session, conversation)}",
+                              stage=conversation.outcome or "qualified",
+                              description=f"Qualified by textback for {tenant.name}. {answers}")
+    return opportunity, _key(tenant, "opportunity", conversation_id, conversation.created_at)
 
 
 def record_booking(runtime: Runtime, tenant: Tenant, job: BookingJob, pending: Pending) -> None:
@@ -203,16 +212,20 @@ def _tied(crm, deal: str | None, kind: ActivityKind, existing: str | None, recor
 
 
 def _written_before(runtime: Runtime, tenant: Tenant, conversation_id: int) -> list[tuple[ActivityKind, str]]:
+    with runtime.db.transaction() as session:
+        return _written_before_in(session, tenant, conversation_id)
+
+
+def _written_before_in(session, tenant: Tenant, conversation_id: int) -> list[tuple[ActivityKind, str]]:
     """The conversation's transcript, texts and meetings already in the CRM (by the external-id map)."""
     kind = tenant.connectors["crm"].type
-    with runtime.db.transaction() as session:
-        messages = list(session.scalars(select(Message.id).where(Message.conversation_id == conversation_id)))
-        bookings = list(session.scalars(select(Booking.id).where(Booking.conversation_id == conversation_id)))
-        found: list[tuple[ActivityKind, str]] = [
-            ("transcript", record) for record in _mapped_ids(session, tenant.id, kind, "conversation_log",
-                                                             [conversation_id]).values()]
-        found += [("message", record) for record in _mapped_ids(session, tenant.id, kind, "message", messages).values()]
-        found += [("booking", record) for record in _mapped_ids(session, tenant.id, kind, "booking", bookings).values()]
+    messages = list(session.scalars(select(Message.id).where(Message.conversation_id == conversation_id)))
+    bookings = list(session.scalars(select(Booking.id).where(Booking.conversation_id == conversation_id)))
+    found: list[tuple[ActivityKind, str]] = [
+        ("transcript", record) for record in _mapped_ids(session, tenant.id, kind, "conversation_log",
+                                                         [conversation_id]).values()]
+    found += [("message", record) for record in _mapped_ids(session, tenant.id, kind, "message", messages).values()]
+    found += [("booking", record) for record in _mapped_ids(session, tenant.id, kind, "booking", bookings).values()]
     return found
 
 
@@ -275,6 +288,20 @@ def _remember(runtime: Runtime, tenant: Tenant, local_kind: str, local_id: int, 
         with runtime.db.transaction() as session:
             return external_id(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
                                local_id=local_id)
+
+
+def _remember_all(runtime: Runtime, tenant: Tenant, local_kind: str, new_ids: dict[int, str]) -> dict[int, str]:
+    """_remember for many records of one kind in one transaction; one at a time only if another job mapped
+    one of them meanwhile, to learn which."""
+    kind = tenant.connectors["crm"].type
+    try:
+        with runtime.db.transaction() as session:
+            remember_external_ids(session, tenant_id=tenant.id, connector=kind, local_kind=local_kind,
+                                  external_ids=new_ids)
+        return dict(new_ids)
+    except IntegrityError:
+        return {local_id: _remember(runtime, tenant, local_kind, local_id, new_id)
+                for local_id, new_id in new_ids.items()}
 
 
 def _key(tenant: Tenant, kind: str, local_id: int, created_at: datetime) -> str:

@@ -87,11 +87,11 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
         return
     role, handler = handlers()[kind]
     pending = Pending(job_row=outbox_id)
-    companions = crm_batch.claim_companions(runtime, tenant, kind, outbox_id)  # a backlog of the kind, if batchable
+    batch = crm_batch.claim_companions(runtime, tenant, kind, outbox_id, job)  # a backlog of the kind, if batchable
     try:
         with job_requests():  # once the step has sent a request, the next waits for its slot (connectors/quota.py)
-            if companions:
-                crm_batch.push_together(runtime, tenant, kind, job, companions,
+            if batch is not None:
+                crm_batch.push_together(runtime, tenant, kind, job, batch,
                                         alone=lambda: handler(runtime, tenant, job, pending))
             else:
                 handler(runtime, tenant, job, pending)
@@ -147,25 +147,27 @@ def claim_lease(runtime: Runtime) -> timedelta:
 def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
     """Claim the row and read it in one statement (UPDATE ... RETURNING), or None when it is not free."""
     now = runtime.now()
-    this_row = OutboxRow.id == outbox_id
-    with runtime.db.transaction() as session:
-        claimed = session.execute(_CLAIM, {"outbox_id": outbox_id, "now": now,
-                                           "until": now + claim_lease(runtime)}).one_or_none()
+    this_row = _OUTBOX.id == outbox_id
+    # Each statement on its own (no BEGIN ... COMMIT): every delivery starts here, and under a backlog most of them
+    # are turned away (their rows taken by a batch), so its round trips are most of what a delivery costs.
+    with runtime.db.autocommit() as connection:
+        claimed = connection.execute(_CLAIM, {"outbox_id": outbox_id, "now": now,
+                                              "until": now + claim_lease(runtime)}).one_or_none()
         if claimed is None:
             # Done, or claimed by another job. If claimed, this message was its only one in the queue: the row
             # forgets its enqueued mark, so a batch that lets it go unpushed queues it again (sync/crm_batch.py).
-            session.execute(_TURNED_AWAY, {"outbox_id": outbox_id, "now": now})
+            connection.execute(_TURNED_AWAY, {"outbox_id": outbox_id, "now": now})
             return None
         kind, tenant_id, payload, not_before = claimed
         if not_before is not None and not_before > now:
             # Delivered early (a delayed message, a replay): leave it for the relay to send when due.
-            session.execute(update(OutboxRow).where(this_row).values(
-                claimed_until=None, enqueued_at=None, attempts=OutboxRow.attempts - 1))
+            connection.execute(update(OutboxRow.__table__).where(this_row).values(
+                claimed_until=None, enqueued_at=None, attempts=_OUTBOX.attempts - 1))
             return None
         try:
             return Kind(kind), tenant_id, dict(payload)
         except ValueError:
-            session.execute(update(OutboxRow).where(this_row).values(
+            connection.execute(update(OutboxRow.__table__).where(this_row).values(
                 status=OutboxStatus.failed, claimed_until=None, last_error=f"unknown job kind {kind!r}"))
             return None
 

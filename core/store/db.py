@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.store.tables import ROW_CLOCK
@@ -42,13 +44,40 @@ def make_engine(url: str) -> Engine:
     # hold its row locks until the server noticed; the outbox claims would wait on it for ever. Our
     # transactions are short (no vendor call inside one), so the server ends any idle one after a minute,
     # and TCP keepalives find a dead client within about a minute too.
-    return create_engine(normalized_url(url), pool_pre_ping=True, pool_size=10, max_overflow=30, pool_timeout=10,
-                         connect_args={"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
-                                       "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                                       "keepalives_count": 3})
+    engine = create_engine(normalized_url(url), pool_size=10, max_overflow=30, pool_timeout=10,
+                           connect_args={"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+                                         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                         "keepalives_count": 3})
+    ping_when_idle(engine)
+    return engine
 
 
 IDLE_IN_TRANSACTION_MS = 60_000
+# A pooled connection unused this long is pinged before it is handed out. SQLAlchemy's pool_pre_ping pings on
+# every checkout: a round trip per transaction, 8% of a worker thread's time under a backlog (bench/crm_push.py).
+PING_AFTER_IDLE_S = 1.0
+
+
+def ping_when_idle(engine: Engine, after: float = PING_AFTER_IDLE_S,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Pessimistic disconnect handling for connections that sat in the pool (SQLAlchemy's documented recipe: a
+    checkout that finds its connection dead raises DisconnectionError, and the pool hands out a new one). One in
+    steady use is not pinged: if the server went away under it, the statement fails, SQLAlchemy sees a
+    disconnect and invalidates the whole pool, and the job is retried like any failed one."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:
+        record.info["checked_in"] = clock()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy) -> None:
+        checked_in = record.info.get("checked_in")  # none on a fresh connection (record.info dies with it)
+        if checked_in is None or clock() - checked_in < after:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 (whatever the driver raises for a dead connection)
+            raise DisconnectionError(f"connection idle for {clock() - checked_in:.0f} s is gone: {exc}") from exc
 
 
 def normalized_url(url: str) -> str:
@@ -91,6 +120,17 @@ class Database:
         try:
             with self._sessions.begin() as session:
                 yield session
+        finally:
+            ROW_CLOCK.reset(token)
+
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement commits by itself: for a single statement that needs no
+        transaction around it (the job claim), two round trips fewer than BEGIN ... COMMIT."""
+        token = ROW_CLOCK.set(self.clock)
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                yield connection
         finally:
             ROW_CLOCK.reset(token)
 

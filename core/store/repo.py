@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,21 @@ def remember_external_id(
                                local_id=local_id, external_id=external_id))
     else:
         row.external_id = external_id
+
+
+def remember_external_ids(
+    session: Session, *, tenant_id: str, connector: str, local_kind: str, external_ids: Mapping[int, str]
+) -> None:
+    """remember_external_id for many local records of one kind, in one query and one flush."""
+    if not external_ids:
+        return
+    known = {row.local_id: row for row in session.scalars(select(ExternalId).where(
+        ExternalId.tenant_id == tenant_id, ExternalId.connector == connector, ExternalId.local_kind == local_kind,
+        ExternalId.local_id.in_(sorted(external_ids))))}
+    for local_id, new_id in external_ids.items():
+        if local_id in known:
+            known[local_id].external_id = new_id
+        else:
+            session.add(ExternalId(tenant_id=tenant_id, connector=connector, local_kind=local_kind,
+                                   local_id=local_id, external_id=new_id))
+    session.flush()
