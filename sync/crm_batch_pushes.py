@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Exists, Select, exists, select
 
 from connectors.base import ActivityLog, ContactTexts, KeyedNote, KeyedOpportunity
 from core.config import Tenant
@@ -28,7 +28,7 @@ from core.jobs import ConversationJob, LeadJob
 from core.models import ContactRecord
 from core.outbox import Kind
 from core.store.repo import remember_external_ids
-from core.store.tables import Conversation, Lead
+from core.store.tables import Conversation, ExternalId, Lead, OutboxRow
 from sync.crm_push import (
     _conversation_log_in,
     _key,
@@ -47,9 +47,36 @@ from sync.runtime import Runtime
 class Batchable:
     capability: str  # the connector method the batch calls, which a CRM without batches does not have
     # (session, tenant, jobs): for each job the lead whose lock it takes, or None where it does not fit; a few
-    # queries for the whole list, since a backlog's companions are looked over by the hundred
+    # queries for the whole list (the job's own row and its locked companions, looked at again under the locks)
     callers: Callable[..., list[int | None]]
     push: Callable[[Runtime, Tenant, list], None]  # all of them together, under their locks
+    # (tenant): the same test in SQL, for looking over a backlog: SELECT outbox id, payload, caller of the rows
+    # that fit, for the caller to narrow to the waiting ones (the database does the looking, not the worker)
+    fitting: Callable[[Tenant], Select]
+
+
+def _unmapped(tenant: Tenant, local_kind: str, local_id) -> Exists:
+    return ~_is_mapped(tenant, local_kind, local_id)
+
+
+def _is_mapped(tenant: Tenant, local_kind: str, local_id) -> Exists:
+    return exists().where(ExternalId.tenant_id == tenant.id, ExternalId.connector == tenant.connectors["crm"].type,
+                          ExternalId.local_kind == local_kind, ExternalId.local_id == local_id)
+
+
+def _new_callers_sql(tenant: Tenant) -> Select:
+    return (select(OutboxRow.id, OutboxRow.payload, Lead.id)
+            .join(Lead, Lead.id == OutboxRow.payload["lead_id"].as_integer())
+            .where(_unmapped(tenant, "lead", Lead.id)))
+
+
+def _unwritten_sql(local_kind: str) -> Callable[[Tenant], Select]:
+    def fitting(tenant: Tenant) -> Select:
+        return (select(OutboxRow.id, OutboxRow.payload, Conversation.lead_id)
+                .join(Conversation, Conversation.id == OutboxRow.payload["conversation_id"].as_integer())
+                .where(_is_mapped(tenant, "lead", Conversation.lead_id),
+                       _unmapped(tenant, local_kind, Conversation.id)))
+    return fitting
 
 
 def _mapped_in(session, tenant: Tenant, local_kind: str, local_ids) -> dict[int, str]:
@@ -163,7 +190,9 @@ def push_deals(runtime: Runtime, tenant: Tenant, jobs: list[ConversationJob]) ->
 
 
 BATCHABLE: dict[Kind, Batchable] = {
-    Kind.crm_sync_lead: Batchable("upsert_contacts", _new_callers, push_contacts),
-    Kind.crm_log_conversation: Batchable("log_conversations", _unwritten("conversation_log"), push_transcripts),
-    Kind.crm_upsert_opportunity: Batchable("upsert_opportunities", _unwritten("opportunity"), push_deals),
+    Kind.crm_sync_lead: Batchable("upsert_contacts", _new_callers, push_contacts, _new_callers_sql),
+    Kind.crm_log_conversation: Batchable("log_conversations", _unwritten("conversation_log"), push_transcripts,
+                                         _unwritten_sql("conversation_log")),
+    Kind.crm_upsert_opportunity: Batchable("upsert_opportunities", _unwritten("opportunity"), push_deals,
+                                           _unwritten_sql("opportunity")),
 }

@@ -88,6 +88,7 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
     role, handler = handlers()[kind]
     pending = Pending(job_row=outbox_id)
     batch = crm_batch.claim_companions(runtime, tenant, kind, outbox_id, job)  # a backlog of the kind, if batchable
+    backlog = False
     try:
         with job_requests():  # once the step has sent a request, the next waits for its slot (connectors/quota.py)
             if batch is not None:
@@ -120,7 +121,10 @@ def run_job(runtime: Runtime, outbox_id: int) -> None:
     else:
         if not pending.completed:  # the step did not mark it done in its own last transaction
             _finish(runtime, outbox_id, OutboxStatus.done, None)
+        backlog = batch is not None and crm_batch.full(batch)
     runtime.dispatch(pending)
+    if backlog:  # a full batch: more are likely waiting, and their own messages may be far back in the queue
+        crm_batch.push_backlog(runtime, tenant, kind, outbox_id)
 
 
 def mark_dead(runtime: Runtime, outbox_id: int, reason: str) -> None:
@@ -149,15 +153,13 @@ def _claim(runtime: Runtime, outbox_id: int) -> tuple[Kind, str, dict] | None:
     now = runtime.now()
     this_row = _OUTBOX.id == outbox_id
     # Each statement on its own (no BEGIN ... COMMIT): every delivery starts here, and under a backlog most of them
-    # are turned away (their rows taken by a batch), so its round trips are most of what a delivery costs.
+    # find their row pushed or taken by a batch, so its round trips are most of what a delivery costs. Such a
+    # delivery changes nothing (no write, no commit to flush): a batch that lets a row go queues it again itself.
     with runtime.db.autocommit() as connection:
         claimed = connection.execute(_CLAIM, {"outbox_id": outbox_id, "now": now,
                                               "until": now + claim_lease(runtime)}).one_or_none()
         if claimed is None:
-            # Done, or claimed by another job. If claimed, this message was its only one in the queue: the row
-            # forgets its enqueued mark, so a batch that lets it go unpushed queues it again (sync/crm_batch.py).
-            connection.execute(_TURNED_AWAY, {"outbox_id": outbox_id, "now": now})
-            return None
+            return None  # done, or claimed by another job
         kind, tenant_id, payload, not_before = claimed
         if not_before is not None and not_before > now:
             # Delivered early (a delayed message, a replay): leave it for the relay to send when due.
@@ -180,13 +182,6 @@ _CLAIM = (  # Core, not an ORM UPDATE: the ORM's bulk-update machinery cost more
     .values(claimed_until=bindparam("until"), attempts=_OUTBOX.attempts + 1)
     .returning(_OUTBOX.kind, _OUTBOX.tenant_id, _OUTBOX.payload, _OUTBOX.not_before)
 )  # built once: every job starts with it
-_TURNED_AWAY = (
-    update(OutboxRow.__table__)
-    .where(_OUTBOX.id == bindparam("outbox_id"), _OUTBOX.status == OutboxStatus.pending,
-           _OUTBOX.claimed_until >= bindparam("now"), _OUTBOX.enqueued_at.is_not(None))
-    .values(enqueued_at=None)
-)
-
 
 def _tell_waiting_caller(runtime: Runtime, tenant: Tenant, kind: Kind, job: JobPayload, reason: str) -> None:
     """A step the caller waits on failed for good: the caller gets the handoff text, staff get the reason."""

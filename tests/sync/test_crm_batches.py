@@ -221,9 +221,9 @@ def test_a_backlog_ends_the_same_in_the_crm_batched_or_one_by_one(stack, tmp_pat
         alone.close()
 
 
-def test_a_companion_let_go_is_queued_again_only_if_its_own_message_was_turned_away_meanwhile(any_db):
-    """A companion's own message still in the queue will run it; queuing it again left one extra delivery behind
-    for every companion let go (19,000 of them ahead of the last rows of bench.crm_push's backlog)."""
+def test_every_companion_let_go_is_queued_again_whether_or_not_its_own_message_came_meanwhile(any_db):
+    """Its own message may still be queued, or may have come while the batch held the row and done nothing; only a
+    message sent after the release is sure to run it (the one left over is a no-op at its claim)."""
     from datetime import datetime, timedelta, timezone
     from types import SimpleNamespace
 
@@ -240,14 +240,71 @@ def test_a_companion_let_go_is_queued_again_only_if_its_own_message_was_turned_a
                 for n in range(2)]  # both enqueued, then claimed by a batch as its companions
         s.add_all(rows)
         s.flush()
-        queued, turned_away = rows[0].id, rows[1].id
+        still_queued, came = rows[0].id, rows[1].id
     dispatched = []
     runtime = SimpleNamespace(db=any_db, now=lambda: now, settings=SimpleNamespace(), dispatch=dispatched.extend)
 
-    assert _claim(runtime, turned_away) is None  # its message came while the batch held it: a no-op
-    let_go(runtime, [queued, turned_away])
+    assert _claim(runtime, came) is None  # its message came while the batch held it: a no-op
+    let_go(runtime, [still_queued, came])
 
-    assert dispatched == [turned_away]  # the other's message is still in the queue
+    assert dispatched == sorted([still_queued, came])
     with any_db.transaction() as s:
         after = {r.id: r for r in s.scalars(select(OutboxRow))}
     assert all(r.claimed_until is None and r.attempts == 0 and r.status == "pending" for r in after.values())
+    assert _claim(runtime, came) is not None  # the new message finds it free
+
+
+# --- which rows a batch takes ------------------------------------------------------------------------------------
+
+def _statuses(runtime: Runtime, rows: list[int]) -> list[tuple[str, int, object]]:
+    with runtime.db.transaction() as session:
+        found = {r.id: r for r in session.scalars(select(OutboxRow).where(OutboxRow.id.in_(rows)))}
+    return [(found[r].status, found[r].attempts, found[r].claimed_until) for r in rows]
+
+
+def test_a_waiting_row_whose_caller_another_job_is_writing_about_is_not_taken_into_a_batch(stack, tmp_path,
+                                                                                         monkeypatch, caplog):
+    # Given: five callers in the CRM, their deals waiting, and another job writing about the third caller
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    runtime = _runtime(tmp_path, "locked", stack, stack.servers["hubspot"].url)
+    made = _finished_conversations(runtime, 5)
+    _run(runtime, Kind.crm_sync_lead, [lead for lead, _ in made], together=True)
+    rows = _queue(runtime, Kind.crm_upsert_opportunity, [conversation for _, conversation in made])
+
+    # When: the first deal's job runs while the third caller's lock is held
+    with runtime.locks.hold(f"crm:{TENANT}:lead:{made[2][0]}"), caplog.at_level("INFO", logger="sync.crm_batch"):
+        run_job(runtime, rows[0])
+
+        # Then: the batch took the other four; the third was never claimed (so never let go either)
+        assert _statuses(runtime, rows) == [("done", 1, None)] * 2 + [("pending", 0, None)] + [("done", 1, None)] * 2
+        assert "4 upsert_opportunities pushes for smith-law in one batch (0 let go)" in caplog.text
+    assert [c for c in stack.hubspot.batch_calls if c[:2] == ("create", "deals")] == [("create", "deals", 4)]
+
+    run_job(runtime, rows[2])  # its own message, once the lock is free
+    assert [status for status, _, _ in _statuses(runtime, rows)] == ["done"] * 5
+    assert len(stack.hubspot.objects("deals")) == 5
+    runtime.close()
+
+
+def test_a_job_that_pushed_a_full_batch_goes_on_with_the_backlog_for_a_few_rounds(stack, tmp_path, monkeypatch):
+    # Given: batches of 4 (a job's own row and 3 companions), 3 rounds a job, and 12 new callers waiting
+    from sync import crm_batch
+
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(crm_batch, "BATCH_LIMIT", 4)
+    monkeypatch.setattr(crm_batch, "ROUNDS", 3)
+    runtime = _runtime(tmp_path, "rounds", stack, stack.servers["hubspot"].url)
+    rows = _queue(runtime, Kind.crm_sync_lead, [lead for lead, _ in _finished_conversations(runtime, 12)])
+
+    # When: the first row's job runs
+    _run_waiting_for_slots(runtime, rows[0])
+
+    # Then: its batch, then two more of the rows still waiting, oldest first; the last two wait for their messages
+    assert [c for c in stack.hubspot.batch_calls if c[:2] == ("create", "contacts")] == [("create", "contacts", 4),
+                                                                                          ("create", "contacts", 3),
+                                                                                          ("create", "contacts", 3)]
+    assert [status for status, _, _ in _statuses(runtime, rows)] == ["done"] * 10 + ["pending"] * 2
+    assert len(stack.hubspot.objects("contacts")) == 10
+    runtime.close()
