@@ -308,3 +308,35 @@ def test_a_job_that_pushed_a_full_batch_goes_on_with_the_backlog_for_a_few_round
     assert [status for status, _, _ in _statuses(runtime, rows)] == ["done"] * 10 + ["pending"] * 2
     assert len(stack.hubspot.objects("contacts")) == 10
     runtime.close()
+
+
+def test_a_waiting_row_with_a_payload_that_is_no_number_does_not_stop_the_batch_or_its_job(stack, tmp_path,
+                                                                                         monkeypatch, postgres_db):
+    # Given: on PostgreSQL (which refuses the cast SQLite lets pass), three callers in the CRM, their deals
+    # waiting, and one more deal row whose conversation id is not a number
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    runtime = _runtime(tmp_path, "bad-payload", stack, stack.servers["hubspot"].url)
+    runtime.db.dispose()
+    runtime.db = postgres_db
+    made = _finished_conversations(runtime, 3)
+    _run(runtime, Kind.crm_sync_lead, [lead for lead, _ in made], together=True)
+    rows = _queue(runtime, Kind.crm_upsert_opportunity, [conversation for _, conversation in made])
+    with runtime.db.transaction() as session:
+        bad = OutboxRow(tenant_id=TENANT, kind=Kind.crm_upsert_opportunity.value, idempotency_key="bad",
+                        payload={"conversation_id": "forty-two"})
+        session.add(bad)
+        session.flush()
+        bad_id = bad.id
+
+    # When
+    for row in rows:
+        run_job(runtime, row)
+    run_job(runtime, bad_id)
+
+    # Then: every good deal is in the CRM once, and the bad row failed on its own, saying why
+    assert [status for status, _, _ in _statuses(runtime, rows)] == ["done"] * 3
+    assert len(stack.hubspot.objects("deals")) == 3
+    with runtime.db.transaction() as session:
+        failed = session.get(OutboxRow, bad_id)
+        assert failed.status == "failed" and "payload does not fit" in failed.last_error
