@@ -89,7 +89,9 @@ def contact_changed(runtime: Runtime, tenant: Tenant, job: ContactChangeJob, pen
     crm = tenant.connectors.get("crm")
     if crm is None:
         return
-    with runtime.db.transaction() as session:
+    # One change of a contact at a time: two jobs reading the contact's applied times at once could each apply
+    # its change, the older last (a batch of webhook events runs as several jobs; the full suite caught it).
+    with runtime.locks.hold(f"crm:{tenant.id}:contact:{job.contact_id}"), runtime.db.transaction() as session:
         done = crm_sync.apply_contact_changes(session, tenant_id=tenant.id, crm=crm.type, contact_id=job.contact_id,
                                               changes=job.changes, now=runtime.now(),
                                               occurred_at=job.occurred_at)
