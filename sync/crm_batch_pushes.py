@@ -55,10 +55,6 @@ class Batchable:
     fitting: Callable[[Tenant], Select]
 
 
-def _unmapped(tenant: Tenant, local_kind: str, local_id) -> Exists:
-    return ~_is_mapped(tenant, local_kind, local_id)
-
-
 def _is_mapped(tenant: Tenant, local_kind: str, local_id) -> Exists:
     return exists().where(ExternalId.tenant_id == tenant.id, ExternalId.connector == tenant.connectors["crm"].type,
                           ExternalId.local_kind == local_kind, ExternalId.local_id == local_id)
@@ -67,7 +63,7 @@ def _is_mapped(tenant: Tenant, local_kind: str, local_id) -> Exists:
 def _new_callers_sql(tenant: Tenant) -> Select:
     return (select(OutboxRow.id, OutboxRow.payload, Lead.id)
             .join(Lead, Lead.id == OutboxRow.payload["lead_id"].as_integer())
-            .where(_unmapped(tenant, "lead", Lead.id)))
+            .where(~_is_mapped(tenant, "lead", Lead.id)))
 
 
 def _unwritten_sql(local_kind: str) -> Callable[[Tenant], Select]:
@@ -75,7 +71,7 @@ def _unwritten_sql(local_kind: str) -> Callable[[Tenant], Select]:
         return (select(OutboxRow.id, OutboxRow.payload, Conversation.lead_id)
                 .join(Conversation, Conversation.id == OutboxRow.payload["conversation_id"].as_integer())
                 .where(_is_mapped(tenant, "lead", Conversation.lead_id),
-                       _unmapped(tenant, local_kind, Conversation.id)))
+                       ~_is_mapped(tenant, local_kind, Conversation.id)))
     return fitting
 
 

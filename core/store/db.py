@@ -116,21 +116,21 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        token = ROW_CLOCK.set(self.clock)
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        finally:
-            ROW_CLOCK.reset(token)
+        with self._row_clock(), self._sessions.begin() as session:
+            yield session
 
     @contextlib.contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection on which each statement commits by itself: for a single statement that needs no
         transaction around it (the job claim), two round trips fewer than BEGIN ... COMMIT."""
+        with self._row_clock(), self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _row_clock(self) -> Iterator[None]:
         token = ROW_CLOCK.set(self.clock)
         try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                yield connection
+            yield
         finally:
             ROW_CLOCK.reset(token)
 

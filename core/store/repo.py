@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,25 +115,15 @@ def external_id(session: Session, *, tenant_id: str, connector: str, local_kind:
 def remember_external_id(
     session: Session, *, tenant_id: str, connector: str, local_kind: str, local_id: int, external_id: str
 ) -> None:
-    row = session.scalar(
-        select(ExternalId).where(
-            ExternalId.tenant_id == tenant_id,
-            ExternalId.connector == connector,
-            ExternalId.local_kind == local_kind,
-            ExternalId.local_id == local_id,
-        )
-    )
-    if row is None:
-        session.add(ExternalId(tenant_id=tenant_id, connector=connector, local_kind=local_kind,
-                               local_id=local_id, external_id=external_id))
-    else:
-        row.external_id = external_id
+    remember_external_ids(session, tenant_id=tenant_id, connector=connector, local_kind=local_kind,
+                          external_ids={local_id: external_id})
 
 
 def remember_external_ids(
     session: Session, *, tenant_id: str, connector: str, local_kind: str, external_ids: Mapping[int, str]
 ) -> None:
-    """remember_external_id for many local records of one kind, in one query and one flush."""
+    """Map each local record of one kind to its external id (the mapping replaced where one exists), with one query
+    for all of them."""
     if not external_ids:
         return
     known = {row.local_id: row for row in session.scalars(select(ExternalId).where(
@@ -145,4 +135,3 @@ def remember_external_ids(
         else:
             session.add(ExternalId(tenant_id=tenant_id, connector=connector, local_kind=local_kind,
                                    local_id=local_id, external_id=new_id))
-    session.flush()
